@@ -1,0 +1,36 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint typecheck unit chaos lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: $(STAMP)
+	MODERATION_LOG_FORMAT=console $(BIN)/moderation-worker local
+
+lint: $(STAMP)
+	$(BIN)/ruff check worker tests
+	$(BIN)/ruff format --check worker tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict worker tests
+
+test: lint typecheck
+	$(BIN)/pytest
+
+# Regenerate the lock after changing dependencies in pyproject.toml.
+lock:
+	$(PYTHON) -m pip install --quiet "uv==0.13.8"
+	$(PYTHON) -m uv pip compile pyproject.toml --extra local --extra dev --universal \
+		--python-version 3.11 --generate-hashes -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,367 @@
+"""Translation of AWS failures into the project's error tree, from real botocore exceptions.
+
+SQS and SNS errors come from moto. SageMaker errors come from a small local HTTP server that
+answers ``invoke_endpoint`` the way SageMaker does (status, ``x-amzn-ErrorType``, JSON body), so
+botocore parses them exactly as it would in production. A few shapes are built as
+``ClientError`` objects directly, to pin where botocore puts ``OriginalStatusCode``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from worker.adapters.aws import (
+    AWS_ERRORS,
+    SAGEMAKER_ONLY,
+    classifier_error_from,
+    looks_like_prompt_too_long,
+    open_aws_clients,
+    sink_entry_error,
+    sink_error_from,
+    source_error_from,
+)
+from worker.core.errors import (
+    ClassifierError,
+    EndpointThrottled,
+    EndpointUnavailable,
+    PermanentClassifierError,
+    PromptTooLong,
+    SinkError,
+    SourceError,
+)
+
+if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
+    from types_aiobotocore_sagemaker_runtime import SageMakerRuntimeClient
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+
+    from worker.localstack import LocalResources
+
+TGI_TOO_LONG = (
+    '{"error":"Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. '
+    'Given: 4500 `inputs` tokens and 100 `max_new_tokens`","error_type":"validation"}'
+)
+TGI_OTHER_VALIDATION = (
+    '{"error":"Input validation error: `temperature` must be strictly positive",'
+    '"error_type":"validation"}'
+)
+STUB_READ_TIMEOUT = 0.5
+
+
+@dataclass
+class StubAnswer:
+    status: int
+    error_type: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class SageMakerStub:
+    """Answers every invocation with ``answer``, or never answers when ``hang`` is set."""
+
+    def __init__(self) -> None:
+        self.answer = StubAnswer(200, body={"generated_text": "safe"})
+        self.hang = False
+        self.requests = 0
+
+    async def invocations(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        await request.read()
+        if self.hang:
+            await asyncio.sleep(5)  # cancelled when the client gives up (handler_cancellation)
+        headers = {"x-amzn-ErrorType": self.answer.error_type} if self.answer.error_type else {}
+        return web.json_response(self.answer.body, status=self.answer.status, headers=headers)
+
+
+def model_error(original_status: int, original_message: str) -> StubAnswer:
+    """SageMaker's answer when the container itself returned an error."""
+    return StubAnswer(
+        424,
+        "ModelError",
+        {
+            "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+            "Message": f"Received client error ({original_status}) from primary with message "
+            f'"{original_message}".',
+            "OriginalStatusCode": original_status,
+            "OriginalMessage": original_message,
+            "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/x",
+        },
+    )
+
+
+@pytest.fixture
+async def stub(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SageMakerStub]:
+    stub = SageMakerStub()
+    app = web.Application()
+    app.router.add_post("/endpoints/{name}/invocations", stub.invocations)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{port}")
+    yield stub
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def sagemaker(
+    stub: SageMakerStub, aws_session: AioSession
+) -> AsyncIterator[SageMakerRuntimeClient]:
+    async with open_aws_clients(
+        services=SAGEMAKER_ONLY,
+        sagemaker_read_timeout=STUB_READ_TIMEOUT,
+        session=aws_session,
+    ) as clients:
+        yield clients.sagemaker_runtime
+
+
+async def invoke(client: SageMakerRuntimeClient) -> ClassifierError | None:
+    """Call the endpoint as the SageMaker classifier does; the translated error, if any."""
+    try:
+        response = await client.invoke_endpoint(
+            EndpointName="llama-guard-7b", Body=b'{"inputs": "x"}', ContentType="application/json"
+        )
+        async with response["Body"] as stream:
+            await stream.read()
+    except AWS_ERRORS as exc:
+        return classifier_error_from(exc)
+    return None
+
+
+def client_error(code: str, status: int, message: str = "", **modeled: Any) -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+        **modeled,
+    }
+    return ClientError(response, "InvokeEndpoint")
+
+
+class TestSageMakerErrorsFromTheWire:
+    @pytest.mark.parametrize(
+        ("answer", "expected"),
+        [
+            pytest.param(
+                StubAnswer(400, "ThrottlingException"), EndpointThrottled, id="throttling"
+            ),
+            pytest.param(
+                StubAnswer(429, "ModelNotReadyException"), EndpointUnavailable, id="not-ready"
+            ),
+            pytest.param(
+                StubAnswer(503, "ServiceUnavailable"), EndpointUnavailable, id="unavailable"
+            ),
+            pytest.param(StubAnswer(500, "InternalFailure"), EndpointUnavailable, id="internal"),
+            pytest.param(
+                StubAnswer(530, "InternalDependencyException"),
+                EndpointUnavailable,
+                id="dependency",
+            ),
+            pytest.param(StubAnswer(502), EndpointUnavailable, id="bare-502"),
+            pytest.param(
+                StubAnswer(403, "AccessDeniedException"), EndpointUnavailable, id="access-denied"
+            ),
+            pytest.param(
+                StubAnswer(400, "ValidationError", {"message": "Invalid content type"}),
+                PermanentClassifierError,
+                id="validation",
+            ),
+            pytest.param(StubAnswer(404), PermanentClassifierError, id="bare-404"),
+        ],
+    )
+    async def test_service_error_is_classified_by_code_and_status(
+        self,
+        stub: SageMakerStub,
+        sagemaker: SageMakerRuntimeClient,
+        answer: StubAnswer,
+        expected: type[ClassifierError],
+    ) -> None:
+        stub.answer = answer
+
+        assert type(await invoke(sagemaker)) is expected
+
+    async def test_validation_error_for_a_missing_endpoint_is_permanent(
+        self, stub: SageMakerStub, sagemaker: SageMakerRuntimeClient
+    ) -> None:
+        stub.answer = StubAnswer(
+            400,
+            "ValidationError",
+            {"message": "Endpoint llama-guard-7b of account 123456789012 not found."},
+        )
+
+        assert type(await invoke(sagemaker)) is PermanentClassifierError
+
+    @pytest.mark.parametrize(
+        ("original_status", "original_message", "expected"),
+        [
+            pytest.param(422, TGI_TOO_LONG, PromptTooLong, id="422-too-long"),
+            pytest.param(422, TGI_OTHER_VALIDATION, PermanentClassifierError, id="422-other"),
+            pytest.param(429, '{"error":"Model is overloaded"}', EndpointThrottled, id="429"),
+            pytest.param(500, '{"error":"CUDA out of memory"}', EndpointUnavailable, id="500"),
+            pytest.param(503, "upstream connect error", EndpointUnavailable, id="503"),
+            pytest.param(408, "request timeout", EndpointUnavailable, id="408"),
+            pytest.param(400, '{"error":"bad json"}', PermanentClassifierError, id="400"),
+        ],
+    )
+    async def test_model_error_is_classified_by_the_containers_status(
+        self,
+        stub: SageMakerStub,
+        sagemaker: SageMakerRuntimeClient,
+        original_status: int,
+        original_message: str,
+        expected: type[ClassifierError],
+    ) -> None:
+        stub.answer = model_error(original_status, original_message)
+
+        assert type(await invoke(sagemaker)) is expected
+
+    async def test_read_timeout_is_unavailable(
+        self, stub: SageMakerStub, sagemaker: SageMakerRuntimeClient
+    ) -> None:
+        stub.hang = True
+
+        assert type(await invoke(sagemaker)) is EndpointUnavailable
+
+    async def test_sagemaker_client_makes_a_single_attempt(
+        self, stub: SageMakerStub, sagemaker: SageMakerRuntimeClient
+    ) -> None:
+        stub.answer = StubAnswer(503, "ServiceUnavailable")
+
+        await invoke(sagemaker)
+
+        assert stub.requests == 1
+
+    async def test_translated_error_keeps_the_botocore_error_as_its_cause(
+        self, stub: SageMakerStub, sagemaker: SageMakerRuntimeClient
+    ) -> None:
+        stub.answer = StubAnswer(400, "ThrottlingException")
+
+        error = await invoke(sagemaker)
+
+        assert isinstance(error, EndpointThrottled)
+        assert isinstance(error.__cause__, ClientError)
+
+    async def test_invalid_request_parameters_are_permanent(
+        self, stub: SageMakerStub, sagemaker: SageMakerRuntimeClient
+    ) -> None:
+        try:
+            await sagemaker.invoke_endpoint(EndpointName="", Body=b"{}")
+        except AWS_ERRORS as exc:
+            error: ClassifierError | None = classifier_error_from(exc)
+        else:
+            error = None
+
+        assert type(error) is PermanentClassifierError
+
+
+class TestSageMakerErrorShapes:
+    def test_original_status_code_is_read_from_the_top_level_of_the_response(self) -> None:
+        # botocore merges a modeled error's members (OriginalStatusCode, OriginalMessage) into
+        # the top level of ``exc.response``, next to "Error".
+        exc = client_error("ModelError", 424, OriginalStatusCode=422, OriginalMessage=TGI_TOO_LONG)
+
+        assert type(classifier_error_from(exc)) is PromptTooLong
+
+    def test_model_error_without_original_status_is_unavailable(self) -> None:
+        exc = client_error("ModelError", 424, "Received server error from primary")
+
+        assert type(classifier_error_from(exc)) is EndpointUnavailable
+
+    def test_unknown_4xx_code_is_permanent(self) -> None:
+        exc = client_error("SomethingNew", 400)
+
+        assert type(classifier_error_from(exc)) is PermanentClassifierError
+
+    def test_broken_response_stream_is_unavailable(self) -> None:
+        exc = aiohttp.ClientPayloadError("Response payload is not completed")
+
+        assert type(classifier_error_from(exc)) is EndpointUnavailable
+
+    def test_asyncio_timeout_is_unavailable(self) -> None:
+        assert type(classifier_error_from(TimeoutError())) is EndpointUnavailable
+
+    @pytest.mark.parametrize(
+        "message",
+        [
+            (
+                "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
+                "Given: 4500 `inputs` tokens and 100 `max_new_tokens`"
+            ),
+            "Input validation error: `inputs` must have less than 4000 tokens. Given: 4500",
+        ],
+    )
+    def test_tgi_token_budget_messages_are_recognised(self, message: str) -> None:
+        assert looks_like_prompt_too_long(message)
+
+    def test_other_tgi_validation_messages_are_not_prompt_too_long(self) -> None:
+        assert not looks_like_prompt_too_long("`temperature` must be strictly positive")
+
+
+class TestConnectionErrors:
+    async def test_refused_connection_to_sagemaker_is_unavailable(
+        self, monkeypatch: pytest.MonkeyPatch, aws_session: AioSession
+    ) -> None:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{_free_port()}")
+        async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as clients:
+            error = await invoke(clients.sagemaker_runtime)
+
+        assert type(error) is EndpointUnavailable
+        assert isinstance(error.__cause__, EndpointConnectionError)
+
+    def test_connection_error_on_sqs_is_a_source_error_naming_it(self) -> None:
+        exc = EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+        error = source_error_from(exc, operation="ReceiveMessage")
+
+        assert isinstance(error, SourceError)
+        assert "ReceiveMessage" in str(error)
+        assert "EndpointConnectionError" in str(error)
+
+
+class TestQueueAndTopicErrors:
+    async def test_missing_queue_is_a_source_error_with_the_aws_code(
+        self, sqs_client: SQSClient, local_resources: LocalResources
+    ) -> None:
+        try:
+            await sqs_client.receive_message(QueueUrl=local_resources.queue_url + "-missing")
+        except AWS_ERRORS as exc:
+            error = source_error_from(exc, operation="ReceiveMessage")
+
+        assert isinstance(error, SourceError)
+        assert "AWS.SimpleQueueService.NonExistentQueue" in str(error)
+        assert isinstance(error.__cause__, ClientError)
+
+    async def test_missing_topic_is_a_sink_error_with_the_aws_code(
+        self, sns_client: SNSClient, local_resources: LocalResources
+    ) -> None:
+        try:
+            await sns_client.publish(TopicArn=local_resources.safe_topic_arn + "-x", Message="m")
+        except AWS_ERRORS as exc:
+            error = sink_error_from(exc, operation="Publish")
+
+        assert isinstance(error, SinkError)
+        assert "NotFound" in str(error)
+        assert isinstance(error.__cause__, ClientError)
+
+    def test_rejected_batch_entry_is_a_sink_error_with_its_code(self) -> None:
+        error = sink_entry_error("InvalidParameter", "Message too long", operation="PublishBatch")
+
+        assert isinstance(error, SinkError)
+        assert "InvalidParameter: Message too long" in str(error)
+
+
+def _free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

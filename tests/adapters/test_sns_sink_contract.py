@@ -1,0 +1,408 @@
+"""The VerdictSink contract, run against the in-memory fake and the SNS adapter on moto."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import pytest
+
+from worker.adapters.sns import SnsSink, fifo_group_id, format_score
+from worker.core.errors import SinkError
+from worker.core.verdict import CategoryRef, ModelRef, Verdict
+from worker.fakes import InMemorySink
+from worker.ports import Publication, TraceContext, VerdictSink
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
+    from worker.localstack import LocalResources
+
+Topic = Literal["safe", "unsafe"]
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+AWS_TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+CRIMINAL_PLANNING = CategoryRef(code="O3", name="Criminal Planning")
+GUNS = CategoryRef(code="O2", name="Guns and Illegal Weapons")
+MOMENT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
+
+
+def make_verdict(
+    verdict_id: str = "post-8f2c",
+    *,
+    unsafe: bool = False,
+    categories: tuple[CategoryRef, ...] = (),
+    score: float | None = None,
+    conversation_id: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> Verdict:
+    return Verdict(
+        id=verdict_id,
+        conversation_id=conversation_id,
+        verdict="unsafe" if unsafe else "safe",
+        categories=categories,
+        unknown_codes=(),
+        score=score,
+        assessed_role="user",
+        model=ModelRef(
+            backend="sagemaker", endpoint="llama-guard-7b", prompt_format="llama-guard-1"
+        ),
+        flags=(),
+        attributes=attributes or {},
+        received_at=MOMENT,
+        decided_at=MOMENT,
+    )
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A verdict as a subscriber of a topic sees it."""
+
+    body: str
+    trace: TraceContext
+
+
+class SinkHarness(Protocol):
+    sink: VerdictSink
+    failing_sink: VerdictSink
+
+    async def delivered(self, topic: Topic) -> list[Delivered]: ...
+
+
+class FakeHarness:
+    def __init__(self) -> None:
+        self.fake = InMemorySink()
+        self.sink: VerdictSink = self.fake
+        broken = InMemorySink()
+        broken.fail_next(1_000)
+        self.failing_sink: VerdictSink = broken
+
+    async def delivered(self, topic: Topic) -> list[Delivered]:
+        name = self.fake.unsafe_topic if topic == "unsafe" else self.fake.safe_topic
+        return [Delivered(p.verdict.to_json(), p.trace) for p in self.fake.published[name]]
+
+
+class SnsHarness:
+    def __init__(self, sns: SNSClient, sqs: SQSClient, resources: LocalResources) -> None:
+        self.sqs = sqs
+        self.resources = resources
+        self.sink: VerdictSink = SnsSink(sns, resources.safe_topic_arn, resources.unsafe_topic_arn)
+        self.failing_sink: VerdictSink = SnsSink(
+            sns, resources.safe_topic_arn + "-missing", resources.unsafe_topic_arn + "-missing"
+        )
+
+    async def delivered(self, topic: Topic) -> list[Delivered]:
+        return [
+            Delivered(message["Body"], _trace_of(message)) for message in await self.messages(topic)
+        ]
+
+    async def messages(self, topic: Topic) -> list[MessageTypeDef]:
+        """Everything the topic's raw-delivery subscriber queue holds."""
+        return await drain(self.sqs, self.subscriber(topic))
+
+    def subscriber(self, topic: Topic) -> str:
+        if topic == "unsafe":
+            return self.resources.unsafe_subscriber_queue_url
+        return self.resources.safe_subscriber_queue_url
+
+
+async def drain(sqs: SQSClient, queue_url: str) -> list[MessageTypeDef]:
+    # SNS delivers to a moto queue before Publish returns, so empty means nothing more is coming.
+    messages: list[MessageTypeDef] = []
+    while True:
+        response = await sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
+        batch = response.get("Messages", [])
+        if not batch:
+            return messages
+        messages.extend(batch)
+
+
+def attributes_of(message: MessageTypeDef) -> dict[str, tuple[str, str]]:
+    """The SNS message attributes as raw delivery puts them on the SQS message."""
+    return {
+        name: (value["DataType"], value.get("StringValue", ""))
+        for name, value in message.get("MessageAttributes", {}).items()
+    }
+
+
+def _trace_of(message: MessageTypeDef) -> TraceContext:
+    attributes = attributes_of(message)
+    return TraceContext(
+        traceparent=attributes["traceparent"][1] if "traceparent" in attributes else None,
+        aws_trace_header=attributes["AWSTraceHeader"][1]
+        if "AWSTraceHeader" in attributes
+        else None,
+    )
+
+
+# Synchronous on purpose: getfixturevalue can set up the async moto fixtures only from outside
+# the running event loop.
+@pytest.fixture(params=["fake", "sns"])
+def harness(request: pytest.FixtureRequest) -> SinkHarness:
+    if request.param == "fake":
+        return FakeHarness()
+    return SnsHarness(
+        request.getfixturevalue("sns_client"),
+        request.getfixturevalue("sqs_client"),
+        request.getfixturevalue("local_resources"),
+    )
+
+
+@pytest.fixture
+def sns_harness(
+    sns_client: SNSClient, sqs_client: SQSClient, local_resources: LocalResources
+) -> SnsHarness:
+    return SnsHarness(sns_client, sqs_client, local_resources)
+
+
+@pytest.fixture
+def fifo_harness(
+    sns_client: SNSClient, sqs_client: SQSClient, fifo_resources: LocalResources
+) -> SnsHarness:
+    return SnsHarness(sns_client, sqs_client, fifo_resources)
+
+
+class TestVerdictSinkContract:
+    async def test_safe_verdict_goes_to_the_safe_topic_only(self, harness: SinkHarness) -> None:
+        verdict = make_verdict("post-1")
+
+        await harness.sink.publish([Publication(verdict)])
+
+        assert [d.body for d in await harness.delivered("safe")] == [verdict.to_json()]
+        assert await harness.delivered("unsafe") == []
+
+    async def test_unsafe_verdict_goes_to_the_unsafe_topic_only(self, harness: SinkHarness) -> None:
+        verdict = make_verdict("post-1", unsafe=True, categories=(CRIMINAL_PLANNING,))
+
+        await harness.sink.publish([Publication(verdict)])
+
+        assert [d.body for d in await harness.delivered("unsafe")] == [verdict.to_json()]
+        assert await harness.delivered("safe") == []
+
+    async def test_publish_returns_one_empty_slot_per_publication_in_order(
+        self, harness: SinkHarness
+    ) -> None:
+        publications = [
+            Publication(make_verdict("a")),
+            Publication(make_verdict("b", unsafe=True, categories=(GUNS,))),
+            Publication(make_verdict("c")),
+        ]
+
+        results = await harness.sink.publish(publications)
+
+        assert list(results) == [None, None, None]
+
+    async def test_mixed_batch_is_split_between_the_topics(self, harness: SinkHarness) -> None:
+        publications = [
+            Publication(make_verdict("a")),
+            Publication(make_verdict("b", unsafe=True, categories=(GUNS,))),
+            Publication(make_verdict("c")),
+        ]
+
+        await harness.sink.publish(publications)
+
+        safe_ids = sorted(json.loads(d.body)["id"] for d in await harness.delivered("safe"))
+        unsafe_ids = [json.loads(d.body)["id"] for d in await harness.delivered("unsafe")]
+        assert (safe_ids, unsafe_ids) == (["a", "c"], ["b"])
+
+    async def test_more_than_ten_verdicts_are_all_published(self, harness: SinkHarness) -> None:
+        publications = [Publication(make_verdict(f"post-{index}")) for index in range(23)]
+
+        results = await harness.sink.publish(publications)
+
+        assert list(results) == [None] * 23
+        delivered = {json.loads(d.body)["id"] for d in await harness.delivered("safe")}
+        assert delivered == {f"post-{index}" for index in range(23)}
+
+    async def test_trace_headers_travel_with_the_verdict(self, harness: SinkHarness) -> None:
+        trace = TraceContext(TRACEPARENT, AWS_TRACE_HEADER)
+
+        await harness.sink.publish([Publication(make_verdict(), trace)])
+
+        [delivered] = await harness.delivered("safe")
+        assert delivered.trace == trace
+
+    async def test_publish_without_trace_headers_carries_none(self, harness: SinkHarness) -> None:
+        await harness.sink.publish([Publication(make_verdict())])
+
+        [delivered] = await harness.delivered("safe")
+        assert delivered.trace == TraceContext()
+
+    async def test_rejected_publications_become_sink_errors_not_exceptions(
+        self, harness: SinkHarness
+    ) -> None:
+        publications = [
+            Publication(make_verdict("a")),
+            Publication(make_verdict("b", unsafe=True)),
+            Publication(make_verdict("c")),
+        ]
+
+        results = await harness.failing_sink.publish(publications)
+
+        assert [type(result) for result in results] == [SinkError] * 3
+
+    async def test_publishing_nothing_returns_nothing(self, harness: SinkHarness) -> None:
+        assert list(await harness.sink.publish([])) == []
+
+
+class TestSnsSinkOnMoto:
+    """What only the real adapter has: message attributes, FIFO ids, AWS failures."""
+
+    async def test_unsafe_verdict_carries_filterable_message_attributes(
+        self, sns_harness: SnsHarness
+    ) -> None:
+        verdict = make_verdict(unsafe=True, categories=(CRIMINAL_PLANNING, GUNS), score=0.93)
+
+        await sns_harness.sink.publish([Publication(verdict)])
+
+        [message] = await sns_harness.messages("unsafe")
+        assert attributes_of(message) == {
+            "verdict": ("String", "unsafe"),
+            "categories": ("String.Array", '["O3", "O2"]'),
+            "score": ("Number", "0.93"),
+            "prompt_format": ("String", "llama-guard-1"),
+        }
+
+    async def test_safe_verdict_has_an_empty_categories_array(
+        self, sns_harness: SnsHarness
+    ) -> None:
+        await sns_harness.sink.publish([Publication(make_verdict())])
+
+        [message] = await sns_harness.messages("safe")
+        assert attributes_of(message)["categories"] == ("String.Array", "[]")
+
+    async def test_score_attribute_is_left_out_when_unknown(self, sns_harness: SnsHarness) -> None:
+        await sns_harness.sink.publish([Publication(make_verdict(score=None))])
+
+        [message] = await sns_harness.messages("safe")
+        assert "score" not in attributes_of(message)
+
+    async def test_batched_verdicts_carry_the_same_attributes(
+        self, sns_harness: SnsHarness
+    ) -> None:
+        trace = TraceContext(TRACEPARENT, AWS_TRACE_HEADER)
+        verdicts = [make_verdict(f"post-{index}", score=0.125) for index in range(2)]
+
+        await sns_harness.sink.publish([Publication(verdict, trace) for verdict in verdicts])
+
+        messages = await sns_harness.messages("safe")
+        assert [attributes_of(message) for message in messages] == [
+            {
+                "verdict": ("String", "safe"),
+                "categories": ("String.Array", "[]"),
+                "score": ("Number", "0.125"),
+                "prompt_format": ("String", "llama-guard-1"),
+                "traceparent": ("String", TRACEPARENT),
+                "AWSTraceHeader": ("String", AWS_TRACE_HEADER),
+            }
+        ] * 2
+
+    async def test_a_rejected_batch_entry_fails_alone(self, sns_harness: SnsHarness) -> None:
+        # Over SNS's 256 KiB message limit; moto rejects it as one entry of the batch.
+        oversized = make_verdict("big", attributes={"blob": "x" * 300_000})
+        publications = [
+            Publication(make_verdict("a")),
+            Publication(oversized),
+            Publication(make_verdict("c")),
+        ]
+
+        results = await sns_harness.sink.publish(publications)
+
+        assert [type(result) for result in results] == [type(None), SinkError, type(None)]
+        delivered = sorted(json.loads(m["Body"])["id"] for m in await sns_harness.messages("safe"))
+        assert delivered == ["a", "c"]
+
+    async def test_publish_to_a_missing_topic_names_the_aws_error(
+        self, sns_harness: SnsHarness
+    ) -> None:
+        [result] = await sns_harness.failing_sink.publish([Publication(make_verdict())])
+
+        assert isinstance(result, SinkError)
+        assert "NotFound" in str(result)
+
+    async def test_fifo_verdict_is_grouped_by_conversation(self, fifo_harness: SnsHarness) -> None:
+        verdict = make_verdict("post-1", conversation_id="room-42")
+
+        await fifo_harness.sink.publish([Publication(verdict)])
+
+        [message] = await fifo_harness.messages("safe")
+        assert message.get("Attributes", {}).get("MessageGroupId") == "room-42"
+
+    async def test_fifo_verdict_without_conversation_is_grouped_by_id(
+        self, fifo_harness: SnsHarness
+    ) -> None:
+        await fifo_harness.sink.publish([Publication(make_verdict("post-1"))])
+
+        [message] = await fifo_harness.messages("safe")
+        assert message.get("Attributes", {}).get("MessageGroupId") == "post-1"
+
+    async def test_fifo_deduplication_id_is_the_sha256_of_the_verdict_id(
+        self, fifo_harness: SnsHarness
+    ) -> None:
+        await fifo_harness.sink.publish([Publication(make_verdict("post-1"))])
+
+        [message] = await fifo_harness.messages("safe")
+        expected = hashlib.sha256(b"post-1").hexdigest()
+        assert message.get("Attributes", {}).get("MessageDeduplicationId") == expected
+
+    async def test_fifo_republishing_the_same_verdict_id_is_delivered_once(
+        self, fifo_harness: SnsHarness
+    ) -> None:
+        first = make_verdict("post-1", conversation_id="room-42")
+        again = make_verdict("post-1", conversation_id="room-42", score=0.5)
+
+        await fifo_harness.sink.publish([Publication(first)])
+        await fifo_harness.sink.publish([Publication(again)])
+
+        assert len(await fifo_harness.messages("safe")) == 1
+
+    async def test_fifo_batch_with_a_repeated_verdict_id_is_delivered_once(
+        self, fifo_harness: SnsHarness
+    ) -> None:
+        publications = [Publication(make_verdict(verdict_id)) for verdict_id in ("a", "b", "a")]
+
+        results = await fifo_harness.sink.publish(publications)
+
+        assert list(results) == [None, None, None]
+        delivered = sorted(json.loads(m["Body"])["id"] for m in await fifo_harness.messages("safe"))
+        assert delivered == ["a", "b"]
+
+    async def test_fifo_id_with_characters_sns_refuses_is_still_published(
+        self, fifo_harness: SnsHarness
+    ) -> None:
+        verdict = make_verdict("post 8f2c ✓")
+
+        [result] = await fifo_harness.sink.publish([Publication(verdict)])
+
+        assert result is None
+        [message] = await fifo_harness.messages("safe")
+        group = message.get("Attributes", {}).get("MessageGroupId")
+        assert group == hashlib.sha256("post 8f2c ✓".encode()).hexdigest()
+
+
+class TestMessageFields:
+    def test_score_is_rounded_to_five_decimals_without_trailing_zeros(self) -> None:
+        assert [format_score(s) for s in (0.93, 1.0, 0.0, 0.123456789, 1e-7)] == [
+            "0.93",
+            "1",
+            "0",
+            "0.12346",
+            "0",
+        ]
+
+    def test_fifo_group_id_keeps_a_valid_conversation_id(self) -> None:
+        assert fifo_group_id(make_verdict(conversation_id="room-42")) == "room-42"
+
+    def test_fifo_group_id_digests_an_id_longer_than_sns_allows(self) -> None:
+        long_id = "p" * 200
+
+        assert fifo_group_id(make_verdict(long_id)) == hashlib.sha256(long_id.encode()).hexdigest()

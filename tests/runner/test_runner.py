@@ -1,0 +1,298 @@
+"""The runner's loop with the in-memory source: acks, releases, dead letters, limits, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import pytest
+from structlog.testing import capture_logs
+
+from worker.core.verdict import ModelRef, Verdict
+from worker.fakes import InMemorySource
+from worker.pipeline import Ack, DeadLetter, Outcome, RetryLater
+from worker.ports import ReceivedMessage
+from worker.runner import Runner, RunnerConfig, RunStats
+
+Behaviour = Callable[[ReceivedMessage], Awaitable[Outcome]]
+
+
+def verdict_for(message: ReceivedMessage) -> Verdict:
+    now = datetime.now(UTC)
+    return Verdict(
+        id=message.body,
+        conversation_id=None,
+        verdict="safe",
+        categories=(),
+        unknown_codes=(),
+        score=None,
+        assessed_role="user",
+        model=ModelRef(backend="tgi", endpoint="test", prompt_format="llama-guard-3"),
+        flags=(),
+        attributes={},
+        received_at=now,
+        decided_at=now,
+    )
+
+
+async def ack(message: ReceivedMessage) -> Outcome:
+    return Ack(verdict_for(message))
+
+
+class ScriptedHandler:
+    """A handler whose outcome per message is chosen by the test; records order and overlap."""
+
+    def __init__(self, behaviour: Behaviour = ack) -> None:
+        self.behaviour = behaviour
+        self.handled: list[str] = []
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    async def handle(self, message: ReceivedMessage) -> Outcome:
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            outcome = await self.behaviour(message)
+        finally:
+            self.concurrent -= 1
+        self.handled.append(message.body)
+        return outcome
+
+
+class CountingSource(InMemorySource):
+    """The in-memory source, also recording the size of every delete call."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.delete_sizes: list[int] = []
+
+    async def delete(self, messages: Sequence[ReceivedMessage]) -> Sequence[ReceivedMessage]:
+        self.delete_sizes.append(len(messages))
+        return await super().delete(messages)
+
+
+def config(**changes: object) -> RunnerConfig:
+    base: dict[str, object] = {"wait_seconds": 0, "burst": True, "drain_timeout": 5.0}
+    return RunnerConfig(**(base | changes))  # type: ignore[arg-type]
+
+
+async def run(source: InMemorySource, handler: ScriptedHandler, **changes: object) -> RunStats:
+    runner = Runner(source, handler, config(**changes))
+    return await asyncio.wait_for(runner.run(asyncio.Event()), timeout=20)
+
+
+async def test_acked_messages_are_deleted_in_batches() -> None:
+    source = CountingSource()
+    for index in range(25):
+        source.send(f"m{index}")
+    stats = await run(source, ScriptedHandler())
+    assert stats.acked == 25
+    assert source.remaining() == 0
+    assert max(source.delete_sizes) > 1
+    assert all(size <= 10 for size in source.delete_sizes)
+
+
+async def test_dead_lettered_message_is_copied_with_its_reason_then_deleted() -> None:
+    source = InMemorySource()
+    message_id = source.send('{"bad": true}')
+
+    async def reject(message: ReceivedMessage) -> Outcome:
+        return DeadLetter("schema_violation", "the field 'id' is required")
+
+    stats = await run(source, ScriptedHandler(reject))
+    assert stats.dead_lettered == 1
+    assert [(d.body, d.error_code) for d in source.dead_letters] == [
+        ('{"bad": true}', "schema_violation")
+    ]
+    assert source.is_deleted(message_id)
+
+
+async def test_without_a_dead_letter_queue_the_message_is_left_for_redrive() -> None:
+    source = InMemorySource(dead_letter_queue=False)
+    message_id = source.send("x")
+
+    async def reject(message: ReceivedMessage) -> Outcome:
+        return DeadLetter("invalid_json", "the body is not valid JSON")
+
+    with capture_logs() as logs:
+        await run(source, ScriptedHandler(reject))
+    assert not source.is_deleted(message_id)
+    assert any(e["event"] == "dead_letter_queue_not_configured" for e in logs)
+
+
+async def test_a_failed_dead_letter_copy_keeps_the_message() -> None:
+    source = InMemorySource()
+    message_id = source.send("x")
+    source.fail_next("dead_letter")
+
+    async def reject(message: ReceivedMessage) -> Outcome:
+        return DeadLetter("invalid_json", "the body is not valid JSON")
+
+    await run(source, ScriptedHandler(reject), release_delay_base=60)
+    assert not source.is_deleted(message_id)
+    assert source.dead_letters == []
+    assert source.visibility_changes == [(message_id, 60)]
+
+
+async def test_retry_later_releases_with_a_delay_and_never_deletes() -> None:
+    source = InMemorySource()
+    message_id = source.send("x")
+
+    async def fail(message: ReceivedMessage) -> Outcome:
+        return RetryLater("classifier: down")
+
+    stats = await run(source, ScriptedHandler(fail), release_delay_base=7)
+    assert stats.retried == 1
+    assert not source.is_deleted(message_id)
+    assert source.visibility_changes == [(message_id, 7)]
+
+
+@pytest.mark.parametrize(
+    ("receive_count", "delay"), [(1, 5), (2, 10), (3, 20), (7, 300), (50, 300)]
+)
+def test_release_delay_doubles_with_each_receive_up_to_a_cap(
+    receive_count: int, delay: int
+) -> None:
+    policy = RunnerConfig(release_delay_base=5, release_delay_max=300)
+    assert policy.release_delay(receive_count) == delay
+
+
+async def test_a_crashing_handler_releases_the_message_and_the_loop_goes_on() -> None:
+    source = InMemorySource()
+    crashing = source.send("crash")
+    fine = source.send("fine")
+
+    async def sometimes_crash(message: ReceivedMessage) -> Outcome:
+        if message.body == "crash":
+            raise RuntimeError("bug")
+        return await ack(message)
+
+    with capture_logs() as logs:
+        stats = await run(source, ScriptedHandler(sometimes_crash))
+    assert not source.is_deleted(crashing)
+    assert source.is_deleted(fine)
+    assert stats.retried == 1
+    assert any(e["event"] == "handler_failed" for e in logs)
+
+
+async def test_a_failed_receive_is_logged_and_the_loop_goes_on() -> None:
+    source = InMemorySource()
+    source.send("x")
+    source.fail_next("receive")
+    with capture_logs() as logs:
+        stats = await run(source, ScriptedHandler())
+    assert stats.acked == 1
+    assert any(e["event"] == "receive_failed" for e in logs)
+
+
+async def test_no_more_than_max_in_flight_messages_are_handled_at_once() -> None:
+    source = InMemorySource()
+    for index in range(30):
+        source.send(f"m{index}")
+
+    async def slow(message: ReceivedMessage) -> Outcome:
+        await asyncio.sleep(0.01)
+        return await ack(message)
+
+    handler = ScriptedHandler(slow)
+    stats = await run(source, handler, max_in_flight=4)
+    assert stats.acked == 30
+    assert handler.max_concurrent == 4
+
+
+async def test_visibility_is_extended_while_a_message_is_worked_on() -> None:
+    source = InMemorySource(visibility_timeout=3)
+    message_id = source.send("slow")
+
+    async def slow(message: ReceivedMessage) -> Outcome:
+        await asyncio.sleep(2.5)
+        return await ack(message)
+
+    await run(source, ScriptedHandler(slow), visibility_timeout=3)
+    assert (message_id, 3) in source.visibility_changes
+    assert source.is_deleted(message_id)
+
+
+async def test_stop_lets_in_flight_work_finish_and_exits() -> None:
+    source = InMemorySource()
+    message_id = source.send("x")
+    started = asyncio.Event()
+
+    async def slow(message: ReceivedMessage) -> Outcome:
+        started.set()
+        await asyncio.sleep(0.3)
+        return await ack(message)
+
+    stop = asyncio.Event()
+    runner = Runner(source, ScriptedHandler(slow), config(burst=False, wait_seconds=20))
+    running = asyncio.create_task(runner.run(stop))
+    await started.wait()
+    stop.set()
+    stats = await asyncio.wait_for(running, timeout=5)
+    assert stats.acked == 1
+    assert source.is_deleted(message_id)
+
+
+async def test_work_unfinished_at_the_drain_timeout_is_released_at_once() -> None:
+    source = InMemorySource()
+    message_id = source.send("stuck")
+    started = asyncio.Event()
+
+    async def stuck(message: ReceivedMessage) -> Outcome:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    stop = asyncio.Event()
+    runner = Runner(source, ScriptedHandler(stuck), config(burst=False, drain_timeout=0.2))
+    running = asyncio.create_task(runner.run(stop))
+    await started.wait()
+    stop.set()
+    stats = await asyncio.wait_for(running, timeout=5)
+    assert not source.is_deleted(message_id)
+    assert (message_id, 0) in source.visibility_changes
+    assert stats.released_on_shutdown == 1
+
+
+async def test_an_idle_worker_abandons_its_long_poll_on_stop() -> None:
+    stop = asyncio.Event()
+    runner = Runner(InMemorySource(), ScriptedHandler(), config(burst=False, wait_seconds=20))
+    running = asyncio.create_task(runner.run(stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    stats = await asyncio.wait_for(running, timeout=2)
+    assert stats.received == 0
+
+
+async def test_fifo_group_is_handled_in_order() -> None:
+    source = InMemorySource()
+    for index in range(5):
+        source.send(f"a{index}", group_id="a")
+
+    async def slow_first(message: ReceivedMessage) -> Outcome:
+        await asyncio.sleep(0.05 if message.body == "a0" else 0)
+        return await ack(message)
+
+    handler = ScriptedHandler(slow_first)
+    await run(source, handler)
+    assert handler.handled == ["a0", "a1", "a2", "a3", "a4"]
+
+
+async def test_after_a_fifo_failure_the_rest_of_the_group_is_released_unprocessed() -> None:
+    source = InMemorySource()
+    ids = [source.send(json.dumps(index), group_id="g") for index in range(4)]
+
+    async def second_fails(message: ReceivedMessage) -> Outcome:
+        if message.body == "1" and message.receive_count == 1:
+            return RetryLater("classifier: down")
+        return await ack(message)
+
+    handler = ScriptedHandler(second_fails)
+    runner = Runner(source, handler, config(burst=True, release_delay_base=0))
+    await asyncio.wait_for(runner.run(asyncio.Event()), timeout=10)
+    assert handler.handled[:2] == ["0", "1"]
+    assert (ids[2], 0) in source.visibility_changes
+    assert (ids[3], 0) in source.visibility_changes
+    assert all(source.is_deleted(message_id) for message_id in ids)

@@ -1,0 +1,1 @@
+"""Adapters at the edge: SQS, SNS, SageMaker and TGI behind the ports."""

@@ -1,0 +1,159 @@
+"""Wiring: builds the worker's parts from settings and owns every client it creates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from worker.adapters.aws import (
+    QUEUES_ONLY,
+    SAGEMAKER_ONLY,
+    AwsClients,
+    ServiceName,
+    open_aws_clients,
+)
+from worker.adapters.sagemaker import SageMakerClassifier
+from worker.adapters.sns import SnsSink
+from worker.adapters.sqs import SqsSource
+from worker.adapters.tgi import TgiClassifier
+from worker.batching import BatchingSink
+from worker.core.errors import ConfigurationError
+from worker.core.prompt import DEFAULT_PARAMETERS, check_parameters
+from worker.core.taxonomy import PromptFormat, Taxonomy, default_taxonomy, load_taxonomy_text
+from worker.pipeline import ModerationPolicy, Moderator
+from worker.ports import Classifier
+from worker.retrying import RetryingClassifier, RetryPolicy
+from worker.runner import Runner, RunnerConfig
+from worker.settings import ModelSettings, Settings
+
+
+def load_taxonomy(
+    prompt_format: PromptFormat, path: Path | None, *, setting: str = "MODERATION_TAXONOMY_FILE"
+) -> Taxonomy:
+    """The configured taxonomy: the format's default, or the custom file's categories.
+
+    A problem is a ``ConfigurationError`` naming ``setting`` (the variable or the option).
+    """
+    if path is None:
+        return default_taxonomy(prompt_format)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{setting}: cannot read {path}: {exc}") from exc
+    try:
+        return load_taxonomy_text(text, prompt_format)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{setting}: {path}: {exc}") from exc
+
+
+def policy_from(settings: ModelSettings) -> ModerationPolicy:
+    prompt_format = PromptFormat(settings.prompt_format)
+    return ModerationPolicy(
+        prompt_format=prompt_format,
+        taxonomy=load_taxonomy(prompt_format, settings.taxonomy_file),
+        unsafe_threshold=settings.unsafe_threshold,
+        max_prompt_chars=settings.max_prompt_chars,
+        max_conversation_chars=settings.max_conversation_chars,
+        log_content=settings.log_content,
+    )
+
+
+def model_parameters(settings: ModelSettings) -> dict[str, object]:
+    """The generation parameters: the defaults, overridden (or removed with null) by settings."""
+    parameters = {**DEFAULT_PARAMETERS, **(settings.model_parameters or {})}
+    try:
+        check_parameters(parameters)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"MODERATION_MODEL_PARAMETERS: {exc}") from exc
+    return parameters
+
+
+def runner_config_from(settings: Settings, *, burst: bool = False) -> RunnerConfig:
+    return RunnerConfig(
+        max_in_flight=settings.max_in_flight,
+        visibility_timeout=settings.visibility_timeout,
+        drain_timeout=settings.drain_timeout,
+        wait_seconds=settings.receive_wait_seconds,
+        burst=burst,
+        release_delay_base=settings.release_delay_base,
+        release_delay_max=settings.release_delay_max,
+    )
+
+
+def retry_policy_from(settings: ModelSettings) -> RetryPolicy:
+    return RetryPolicy(attempts=settings.retry_attempts, deadline=settings.retry_deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """Everything ``run`` needs, wired and ready."""
+
+    runner: Runner
+    moderator: Moderator
+
+
+async def build_classifier(
+    settings: ModelSettings,
+    stack: AsyncExitStack,
+    *,
+    pool_size: int,
+    aws: AwsClients | None = None,
+) -> Classifier:
+    """The configured backend; a client it opens is entered on ``stack`` to close with the rest."""
+    parameters = model_parameters(settings)
+    if settings.backend == "tgi":
+        timeout = aiohttp.ClientTimeout(total=settings.request_timeout, connect=5)
+        connector = aiohttp.TCPConnector(limit=pool_size)
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=timeout, connector=connector)
+        )
+        return TgiClassifier(session, settings.tgi_url or "", parameters)
+    if aws is None:
+        aws = await stack.enter_async_context(
+            open_aws_clients(
+                max_pool_connections=pool_size,
+                sagemaker_read_timeout=settings.request_timeout,
+                services=SAGEMAKER_ONLY,
+            )
+        )
+    return SageMakerClassifier(
+        aws.sagemaker_runtime,
+        settings.endpoint_name or "",
+        parameters,
+        target_variant=settings.target_variant,
+        inference_component=settings.inference_component,
+        custom_attributes=settings.custom_attributes,
+    )
+
+
+@asynccontextmanager
+async def open_worker(settings: Settings, *, burst: bool = False) -> AsyncIterator[Worker]:
+    """Create the clients once, wire the pipeline and close everything together on exit."""
+    policy = policy_from(settings)
+    model_parameters(settings)  # a forbidden parameter stops start-up before any connection
+    async with AsyncExitStack() as stack:
+        services: tuple[ServiceName, ...] = QUEUES_ONLY
+        if settings.backend == "sagemaker":
+            services = (*QUEUES_ONLY, *SAGEMAKER_ONLY)
+        aws = await stack.enter_async_context(
+            open_aws_clients(
+                max_pool_connections=settings.max_in_flight,
+                sagemaker_read_timeout=settings.request_timeout,
+                services=services,
+            )
+        )
+        classifier = await build_classifier(
+            settings, stack, pool_size=settings.max_in_flight, aws=aws
+        )
+        sink = BatchingSink(SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn))
+        stack.push_async_callback(sink.aclose)
+        moderator = Moderator(
+            RetryingClassifier(classifier, retry_policy_from(settings)), sink, policy
+        )
+        source = SqsSource(aws.sqs, settings.queue_url, settings.dead_letter_queue_url)
+        runner = Runner(source, moderator, runner_config_from(settings, burst=burst))
+        yield Worker(runner=runner, moderator=moderator)

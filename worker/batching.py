@@ -1,0 +1,93 @@
+"""Coalescing single calls into batch calls: SQS deletes, visibility changes, SNS publishes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from worker.ports import Publication, VerdictSink
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class MicroBatcher(Generic[Item, Result]):
+    """Collects items submitted concurrently and hands them to ``flush`` in groups.
+
+    A group is flushed when it reaches ``max_size`` or ``linger`` seconds after its first item,
+    so a lone item waits at most ``linger``. Each ``submit`` returns that item's own result;
+    ``flush`` returns one result per item, in order.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
+        *,
+        max_size: int = 10,
+        linger: float = 0.02,
+    ) -> None:
+        self._flush = flush
+        self._max_size = max_size
+        self._linger = linger
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if len(self._pending) >= self._max_size:
+            self._start_flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._linger, self._start_flush)
+        # A caller that is cancelled still lets the batch complete for the others.
+        return await asyncio.shield(future)
+
+    async def aclose(self) -> None:
+        """Flush what is pending and wait for every flush in progress."""
+        self._start_flush()
+        while self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    def _start_flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            group, self._pending = (
+                self._pending[: self._max_size],
+                self._pending[self._max_size :],
+            )
+            task = asyncio.get_running_loop().create_task(self._run(group))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _run(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._flush([item for item, _ in group])
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter, who decides
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+                    # Retrieved at once: a waiter that was cancelled leaves no "never retrieved".
+                    future.exception()
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+class BatchingSink:
+    """A verdict sink that coalesces publishes made at about the same time into batch calls."""
+
+    def __init__(self, inner: VerdictSink, *, linger: float = 0.02) -> None:
+        self._batcher: MicroBatcher[Publication, Exception | None] = MicroBatcher(
+            inner.publish, max_size=10, linger=linger
+        )
+
+    async def publish(self, publications: Sequence[Publication]) -> list[Exception | None]:
+        return list(await asyncio.gather(*(self._batcher.submit(p) for p in publications)))
+
+    async def aclose(self) -> None:
+        await self._batcher.aclose()

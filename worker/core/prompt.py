@@ -1,0 +1,314 @@
+"""Llama Guard prompts: the per-format template, neutralisation, the budget and the request body.
+
+Content is only ever concatenated into the template, never expanded (no ``str.format``/``%`` on
+it), so ``$x``, ``{x}`` and ``%s`` stay literal. No begin-of-text token is rendered: TGI adds it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from worker.core.errors import ConfigurationError, PromptTooLong
+from worker.core.models import Role, Turn
+from worker.core.taxonomy import PromptFormat, Taxonomy, render_categories
+
+_LABELS: dict[Role, str] = {"user": "User", "assistant": "Agent"}
+
+_INSTRUCTION_1 = (
+    "Provide your safety assessment for {A} in the above conversation:\n"
+    "- First line must read 'safe' or 'unsafe'.\n"
+    "- If unsafe, a second line must include a comma-separated list of violated categories."
+)
+_INSTRUCTION_2 = (
+    "Provide your safety assessment for ONLY THE LAST {A} message in the above conversation:\n"
+    " - First line must read 'safe' or 'unsafe'.\n"
+    " - If unsafe, a second line must include a comma-separated list of violated categories."
+)
+_LLAMA_3_OPEN = "<|start_header_id|>user<|end_header_id|>\n\n"
+_LLAMA_3_CLOSE = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+
+# --- neutralisation ----------------------------------------------------------------------------
+
+# Why U+200B ZERO WIDTH SPACE is the breaking character, inserted right after the opening
+# ``<``/``[`` of a marker:
+# - the special-token matcher of every Llama tokenizer needs the exact contiguous string, so
+#   ``<\u200b|eot_id|>`` can never become a control token;
+# - Llama tokenizers keep it as text of its own (Llama 2's SentencePiece uses the identity
+#   normaliser and Llama 3's BPE has none, so nothing drops it), so ``<`` stays apart from the
+#   marker word and the model no longer sees the marker's own token sequence;
+# - it is invisible, so the text stays readable;
+# - it is not whitespace for ``str.strip`` or ``\s``, so the flexible-whitespace patterns below
+#   cannot match a broken marker again, and stripping never removes it.
+_BREAK = "\u200b"
+
+# Text markers are matched case-insensitively and with any inner whitespace, because the model
+# reads a varied forgery much like the original. Special tokens (``<|...|>``) are matched exactly
+# as tokenizers do: ``<|`` + a run with no whitespace, ``|``, ``<`` or ``>`` + ``|>``.
+_MARKER = re.compile(
+    r"<\s*(?:begin|end)\s+(?:conversation|unsafe\s+content\s+categories)\s*>"
+    r"|\[\s*/?\s*inst\s*\]"
+    r"|<\s*/?\s*s\s*>"
+    r"|<\|[^\s|<>]+\|>",
+    re.IGNORECASE,
+)
+
+
+def _break_marker(match: re.Match[str]) -> str:
+    marker = match.group()
+    return marker[0] + _BREAK + marker[1:]
+
+
+def neutralize(content: str) -> tuple[str, bool]:
+    """Break every forged template marker in ``content``; return the text and whether any was.
+
+    Content without markers is returned unchanged. Every pattern needs its opening ``<``/``[``
+    to be followed by something other than U+200B, and each substitution removes one such
+    opening without creating another, so repeating until nothing matches always ends -- and
+    nested forgeries such as ``<<|eot_id|>|eot_id|>`` cannot reassemble.
+    """
+    text = content
+    changed = False
+    while True:
+        text, count = _MARKER.subn(_break_marker, text)
+        if count == 0:
+            return text, changed
+        changed = True
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A prompt ready to send, the role it assesses and whether content had markers broken."""
+
+    text: str
+    assessed_role: Role
+    neutralized: bool
+
+
+def _wrap(fmt: PromptFormat, label: str, categories: str, conversation: str) -> str:
+    """The whole prompt around an already rendered ``{TURNS}`` block."""
+    body = (
+        f"Task: Check if there is unsafe content in '{label}' messages in conversations according"
+        " our safety policy with the below categories.\n\n"
+        f"<BEGIN UNSAFE CONTENT CATEGORIES>\n{categories}\n<END UNSAFE CONTENT CATEGORIES>\n\n"
+        f"<BEGIN CONVERSATION>\n\n{conversation}<END CONVERSATION>\n\n"
+    )
+    if fmt is PromptFormat.LLAMA_GUARD_1:
+        return "[INST] " + body + _INSTRUCTION_1.replace("{A}", label) + " [/INST]"
+    instruction = _INSTRUCTION_2.replace("{A}", label)
+    if fmt is PromptFormat.LLAMA_GUARD_2:
+        return "[INST] " + body + instruction + " [/INST]"
+    # The 1B model's template puts one space before <|eot_id|>; the 8B model's does not.
+    close = " " + _LLAMA_3_CLOSE if fmt is PromptFormat.LLAMA_GUARD_3_1B else _LLAMA_3_CLOSE
+    return _LLAMA_3_OPEN + body + instruction + close
+
+
+def _turn_text(turn: Turn) -> str:
+    return _LABELS[turn.role] + ": " + turn.content + "\n\n"
+
+
+def _prepare(turns: Sequence[Turn]) -> tuple[list[Turn], bool]:
+    """Neutralise and strip every turn; the result is what is measured and rendered."""
+    prepared: list[Turn] = []
+    any_neutralized = False
+    for turn in turns:
+        content, neutralized = neutralize(turn.content)
+        any_neutralized = any_neutralized or neutralized
+        prepared.append(Turn(turn.role, content.strip()))
+    return prepared, any_neutralized
+
+
+def _render_prepared(
+    turns: Sequence[Turn], fmt: PromptFormat, categories: str, neutralized: bool
+) -> RenderedPrompt:
+    role = turns[-1].role
+    conversation = "".join(_turn_text(turn) for turn in turns)
+    text = _wrap(fmt, _LABELS[role], categories, conversation)
+    return RenderedPrompt(text, role, neutralized)
+
+
+def render_prompt(turns: Sequence[Turn], fmt: PromptFormat, taxonomy: Taxonomy) -> RenderedPrompt:
+    """Render the conversation in ``fmt``; the last turn is the one assessed."""
+    if not turns:
+        raise ValueError("cannot render a prompt without turns")
+    prepared, neutralized = _prepare(turns)
+    return _render_prepared(prepared, fmt, render_categories(taxonomy, fmt), neutralized)
+
+
+# --- prompt budget -----------------------------------------------------------------------------
+
+# When the assessed message must be chunked, at most this share of the room left for turns goes
+# to context (the most recent turns that fit); the rest is the chunk size. Context helps the
+# verdict, but the assessed text is what must be covered, so it gets most of the room.
+CONTEXT_SHARE_WHEN_CHUNKING = 0.25
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """The prompts that together moderate one conversation within the character budget."""
+
+    prompts: tuple[RenderedPrompt, ...]
+    context_truncated: bool
+    chunked: bool
+
+
+def fixed_prompt_chars(fmt: PromptFormat, taxonomy: Taxonomy, role: Role) -> int:
+    """Characters of a prompt whose only turn, of ``role``, is empty: what no content shrinks."""
+    return _fixed_chars(fmt, render_categories(taxonomy, fmt), role)
+
+
+def _fixed_chars(fmt: PromptFormat, categories: str, role: Role) -> int:
+    return len(_wrap(fmt, _LABELS[role], categories, _turn_text(Turn(role, ""))))
+
+
+def _recent_context(context: Sequence[Turn], room: int) -> list[Turn]:
+    """The most recent context turns whose rendered size fits in ``room``, oldest first.
+
+    Stops at the first turn that does not fit, so the kept context has no gaps.
+    """
+    kept: list[Turn] = []
+    used = 0
+    for turn in reversed(context):
+        size = len(_turn_text(turn))
+        if used + size > room:
+            break
+        kept.append(turn)
+        used += size
+    kept.reverse()
+    return kept
+
+
+def plan_prompts(
+    turns: Sequence[Turn],
+    fmt: PromptFormat,
+    taxonomy: Taxonomy,
+    max_prompt_chars: int,
+    chunk_overlap_chars: int = 200,
+) -> PromptPlan:
+    """Fit the conversation into prompts of at most ``max_prompt_chars`` characters each.
+
+    Characters stand in for tokens (a conservative proxy). In order:
+    1. the whole conversation fits: one prompt;
+    2. the assessed (last) turn fits: drop the oldest context turns until the rest fits;
+    3. otherwise chunk the assessed content: the most recent context turns that fit into
+       ``CONTEXT_SHARE_WHEN_CHUNKING`` of the room are kept, the rest of the room is the chunk
+       size, and every chunk is rendered with that same context.
+    Raises ``PromptTooLong`` when the template and categories alone leave no room for content.
+    """
+    if not turns:
+        raise ValueError("cannot plan prompts without turns")
+    if max_prompt_chars < 1:
+        raise ValueError(f"max_prompt_chars must be positive, not {max_prompt_chars}")
+    if chunk_overlap_chars < 0:
+        raise ValueError(f"chunk_overlap_chars must not be negative, not {chunk_overlap_chars}")
+    prepared, neutralized = _prepare(turns)
+    categories = render_categories(taxonomy, fmt)
+    *context, assessed = prepared
+    fixed = _fixed_chars(fmt, categories, assessed.role)
+    room = max_prompt_chars - fixed
+    if room < 0 or (room == 0 and assessed.content):
+        raise PromptTooLong(
+            f"the {fmt} template with its categories takes {fixed} characters, which leaves no"
+            f" room for the message within the budget of {max_prompt_chars} characters"
+        )
+    if room >= len(assessed.content):
+        kept = _recent_context(context, room - len(assessed.content))
+        prompt = _render_prepared([*kept, assessed], fmt, categories, neutralized)
+        return PromptPlan((prompt,), context_truncated=len(kept) < len(context), chunked=False)
+    kept = _recent_context(context, int(room * CONTEXT_SHARE_WHEN_CHUNKING))
+    chunk_chars = room - sum(len(_turn_text(turn)) for turn in kept)
+    prompts = tuple(
+        _render_prepared([*kept, Turn(assessed.role, chunk)], fmt, categories, neutralized)
+        for chunk in split_into_chunks(assessed.content, chunk_chars, chunk_overlap_chars)
+    )
+    return PromptPlan(prompts, context_truncated=len(kept) < len(context), chunked=True)
+
+
+def split_into_chunks(text: str, chunk_chars: int, overlap_chars: int) -> list[str]:
+    """Split ``text`` into stripped pieces of at most ``chunk_chars`` characters that overlap.
+
+    A piece ends after the last whitespace in the second half of its window when there is one,
+    and the next piece starts at a word start within the last ``overlap_chars`` characters, so
+    words are rarely cut. The overlap is capped at half a chunk so every piece moves forward.
+    Whitespace-only pieces are left out.
+    """
+    if chunk_chars < 1:
+        raise ValueError(f"chunk_chars must be positive, not {chunk_chars}")
+    overlap = min(max(overlap_chars, 0), chunk_chars // 2)
+    chunks: list[str] = []
+    start = 0
+    while True:
+        end = min(start + chunk_chars, len(text))
+        if end < len(text):
+            end = _cut_after_whitespace(text, start + max(overlap + 1, chunk_chars // 2), end)
+        piece = text[start:end].strip()
+        if piece:
+            chunks.append(piece)
+        if end >= len(text):
+            return chunks
+        start = _word_start(text, end - overlap, end)
+
+
+def _cut_after_whitespace(text: str, lowest: int, end: int) -> int:
+    """The position after the last whitespace in ``text[lowest:end]``, else ``end``."""
+    for index in range(end - 1, lowest - 1, -1):
+        if text[index].isspace():
+            return index + 1
+    return end
+
+
+def _word_start(text: str, lowest: int, end: int) -> int:
+    """The first position in ``[lowest, end)`` that starts a word, else ``lowest``."""
+    for index in range(lowest, end):
+        if not text[index].isspace() and (index == 0 or text[index - 1].isspace()):
+            return index
+    return lowest
+
+
+# --- request body ------------------------------------------------------------------------------
+
+# Greedy decoding with details: deterministic verdicts and meaningful log-probabilities for the
+# score; 32 new tokens are plenty for a verdict line and a category line.
+DEFAULT_PARAMETERS: Mapping[str, object] = MappingProxyType(
+    {
+        "max_new_tokens": 32,
+        "return_full_text": False,
+        "details": True,
+        "top_n_tokens": 5,
+        "do_sample": False,
+    }
+)
+
+# Any sampling parameter switches TGI to sampling (random verdicts, meaningless log-probabilities;
+# temperature=0 and top_p=1.0 are even rejected with 422), and ``truncate`` keeps the END of the
+# prompt, cutting the task and the categories. None of them may ever be sent.
+FORBIDDEN_PARAMETERS = frozenset({"temperature", "top_p", "top_k", "truncate"})
+
+
+def check_parameters(parameters: Mapping[str, object]) -> None:
+    """Refuse generation parameters that would make verdicts random or cut the prompt.
+
+    Meant for start-up; ``build_request_body`` checks again so nothing slips through.
+    """
+    forbidden = sorted(FORBIDDEN_PARAMETERS.intersection(parameters))
+    if forbidden:
+        raise ConfigurationError(
+            f"generation parameter {forbidden[0]!r} must not be sent to Llama Guard: sampling"
+            " makes verdicts random and 'truncate' cuts the task out of the prompt"
+        )
+
+
+def build_request_body(prompt: str, parameters: Mapping[str, object]) -> dict[str, object]:
+    """The JSON body for SageMaker ``invoke_endpoint`` and TGI ``/generate`` alike.
+
+    A parameter whose value is None is left out, so configuration can remove a default that an
+    endpoint rejects. ``parameters`` is copied, never kept.
+    """
+    check_parameters(parameters)
+    kept = {name: value for name, value in parameters.items() if value is not None}
+    return {"inputs": prompt, "parameters": kept}

@@ -1,0 +1,336 @@
+"""The emulator's HTTP server: routes, the life of one request, fault injection, start and stop.
+
+Routes (see the package docstring for the wire formats):
+- ``POST /endpoints/{name}/invocations``: SageMaker runtime ``InvokeEndpoint``; list body.
+- ``POST /generate``: TGI; object body.
+- ``GET /health``, ``GET /ping``: 200, or 503 while the fault plan says ``down``.
+- ``GET /info``: a minimal TGI ``/info``.
+- ``GET /emulator/stats`` (``DELETE`` resets), ``GET``/``PUT /emulator/faults``: admin.
+
+One inference request: down? -> 503; unknown endpoint name? -> ValidationError; over capacity?
+-> throttled at once; then the fault plan's draw (error, hang, disconnect, or malformed output);
+then TGI's request checks and token budget; then latency; then the keyword rules answer.
+Nothing here logs a request body or message text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from worker.emulator.completion import MALFORMED_ANSWERS, render_completion
+from worker.emulator.config import EmulatorConfig, EmulatorStats, FaultKind, FaultPlan
+from worker.emulator.rules import assess_prompt
+from worker.emulator.tgi import (
+    TgiError,
+    check_token_budget,
+    generation_payload,
+    parse_request,
+)
+from worker.emulator.wire import (
+    Failure,
+    FailureKind,
+    SageMakerError,
+    json_text,
+    sagemaker_error,
+    tgi_error,
+)
+
+# The settings types are re-exported so callers can take everything from this module.
+__all__ = [
+    "EMULATOR_KEY",
+    "EmulatorConfig",
+    "EmulatorState",
+    "EmulatorStats",
+    "FaultPlan",
+    "RunningEmulator",
+    "build_app",
+    "run_emulator",
+]
+
+# SageMaker's InvokeEndpoint accepts payloads up to 6 MB.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+# How long stopping waits for requests still in flight (pauses end at once on stop).
+SHUTDOWN_TIMEOUT_SECONDS = 2.0
+_IMMEDIATE_FAULTS: dict[FaultKind, FailureKind] = {
+    "throttle": "throttled",
+    "not_ready": "not_ready",
+    "server_error": "server_error",
+    "internal_failure": "internal_failure",
+    "model_error": "model_error",
+}
+
+
+class EmulatorState:
+    """Everything one emulator app shares between requests: settings, faults, counters, RNG."""
+
+    def __init__(self, config: EmulatorConfig, faults: FaultPlan | None = None) -> None:
+        self.config = config
+        self.faults = faults if faults is not None else FaultPlan()
+        self.stats = EmulatorStats()
+        self.rng = random.Random(config.seed)  # noqa: S311 - reproducible faults, not security
+        self.closing = asyncio.Event()
+        self._admitted = 0
+
+    async def serve(
+        self, request: web.Request, route: str, endpoint: str | None
+    ) -> dict[str, object]:
+        """Run one inference request and return TGI's success body, or raise ``Failure``."""
+        self.stats.started(route)
+        outcome = "cancelled"
+        try:
+            payload, outcome = await self._serve(request, endpoint)
+        except Failure as failure:
+            outcome = failure.outcome
+            raise
+        finally:
+            self.stats.finished(outcome)
+        return payload
+
+    async def _serve(
+        self, request: web.Request, endpoint: str | None
+    ) -> tuple[dict[str, object], str]:
+        if self.faults.down:
+            raise Failure("server_error")
+        allowed = self.config.endpoint_names
+        if endpoint is not None and allowed is not None and endpoint not in allowed:
+            raise Failure("endpoint_not_found")
+        with self._admission():
+            fault = self.faults.draw(self.rng)
+            if fault is not None:
+                self.stats.faults_injected[fault] += 1
+                await self._inject(fault, request)
+            return await self._generate(request, malformed=fault == "invalid_output")
+
+    @contextmanager
+    def _admission(self) -> Iterator[None]:
+        capacity = self.config.capacity
+        if capacity is not None and self._admitted >= capacity:
+            raise Failure("throttled")
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    async def _inject(self, fault: FaultKind, request: web.Request) -> None:
+        immediate = _IMMEDIATE_FAULTS.get(fault)
+        if immediate is not None:
+            raise Failure(immediate)
+        if fault == "hang":
+            await self._pause(self.faults.hang_seconds)
+        elif fault == "disconnect":
+            if request.transport is not None:
+                request.transport.abort()
+            # Nobody reads the answer: the connection is already gone.
+            raise Failure("server_error", outcome="disconnected")
+
+    async def _generate(
+        self, request: web.Request, *, malformed: bool
+    ) -> tuple[dict[str, object], str]:
+        try:
+            body = await request.read()
+            generate = parse_request(
+                body, request.content_type, max_top_n_tokens=self.config.max_top_n_tokens
+            )
+            max_new_tokens = check_token_budget(
+                generate, max_total_tokens=self.config.max_total_tokens
+            )
+        except web.HTTPRequestEntityTooLarge as exc:
+            too_large = TgiError(413, "Payload Too Large", "validation")
+            raise Failure("container", too_large) from exc
+        except TgiError as exc:
+            raise Failure("container", exc) from exc
+        await self._pause(self._latency_seconds())
+        assessment = assess_prompt(generate.inputs)
+        broken = self.rng.choice(MALFORMED_ANSWERS) if malformed else None
+        completion = render_completion(assessment, malformed=broken)
+        payload = generation_payload(
+            generate,
+            completion,
+            max_new_tokens=max_new_tokens,
+            echo_default=self.config.echo_prompt_by_default,
+        )
+        invalid = malformed or assessment.verdict == "invalid"
+        return payload, "invalid_output" if invalid else assessment.verdict
+
+    def _latency_seconds(self) -> float:
+        jitter = self.config.latency_jitter_ms
+        extra = self.rng.uniform(0.0, jitter) if jitter > 0 else 0.0
+        return (self.config.latency_ms + extra) / 1000.0
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, cut short (as an unavailable answer) when the server is stopping."""
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(self.closing.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        raise Failure("server_error")
+
+
+EMULATOR_KEY = web.AppKey("emulator_state", EmulatorState)
+
+
+def build_app(config: EmulatorConfig, *, faults: FaultPlan | None = None) -> web.Application:
+    """The emulator as an aiohttp application; its state is ``app[EMULATOR_KEY]``."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[EMULATOR_KEY] = EmulatorState(config, faults)
+    app.router.add_post("/endpoints/{name}/invocations", _invocations)
+    app.router.add_post("/generate", _generate)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/ping", _health)
+    app.router.add_get("/info", _info)
+    app.router.add_get("/emulator/stats", _get_stats)
+    app.router.add_delete("/emulator/stats", _reset_stats)
+    app.router.add_get("/emulator/faults", _get_faults)
+    app.router.add_put("/emulator/faults", _put_faults)
+    return app
+
+
+async def _invocations(request: web.Request) -> web.Response:
+    # Auth headers (SigV4) and optional X-Amzn-SageMaker-* headers are accepted and ignored.
+    endpoint = request.match_info["name"]
+    try:
+        payload = await request.app[EMULATOR_KEY].serve(request, "invocations", endpoint)
+    except Failure as failure:
+        return _sagemaker_error_response(sagemaker_error(failure, endpoint))
+    headers = {
+        "x-amzn-RequestId": str(uuid.uuid4()),
+        "x-Amzn-Invoked-Production-Variant": "AllTraffic",
+    }
+    return web.json_response([payload], headers=headers, dumps=json_text)
+
+
+async def _generate(request: web.Request) -> web.Response:
+    try:
+        payload = await request.app[EMULATOR_KEY].serve(request, "generate", None)
+    except Failure as failure:
+        error = tgi_error(failure)
+        return web.json_response(error.body(), status=error.status, dumps=json_text)
+    return web.json_response(payload, dumps=json_text)
+
+
+def _sagemaker_error_response(error: SageMakerError) -> web.Response:
+    headers = {"x-amzn-ErrorType": error.code, "x-amzn-RequestId": str(uuid.uuid4())}
+    return web.json_response(error.body(), status=error.status, headers=headers, dumps=json_text)
+
+
+async def _health(request: web.Request) -> web.Response:
+    down = request.app[EMULATOR_KEY].faults.down
+    return web.Response(status=503 if down else 200)
+
+
+async def _info(request: web.Request) -> web.Response:
+    config = request.app[EMULATOR_KEY].config
+    info = {
+        "model_id": config.model_id,
+        "model_dtype": "torch.float16",
+        "model_device_type": "emulator",
+        "max_concurrent_requests": config.capacity or 128,
+        "max_top_n_tokens": config.max_top_n_tokens,
+        "max_input_tokens": config.max_total_tokens - 1,
+        "max_total_tokens": config.max_total_tokens,
+        "router": "llama-guard-emulator",
+        "version": "emulator",
+    }
+    return web.json_response(info, dumps=json_text)
+
+
+async def _get_stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[EMULATOR_KEY].stats.as_json(), dumps=json_text)
+
+
+async def _reset_stats(request: web.Request) -> web.Response:
+    stats = request.app[EMULATOR_KEY].stats
+    stats.reset()
+    return web.json_response(stats.as_json(), dumps=json_text)
+
+
+async def _get_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[EMULATOR_KEY].faults.as_json(), dumps=json_text)
+
+
+async def _put_faults(request: web.Request) -> web.Response:
+    faults = request.app[EMULATOR_KEY].faults
+    try:
+        changes = json.loads(await request.read())
+    except ValueError:
+        return _admin_error("the body is not JSON")
+    if not isinstance(changes, dict):
+        return _admin_error("the body must be a JSON object of fault settings")
+    try:
+        faults.update(changes)
+    except (TypeError, ValueError) as exc:
+        return _admin_error(str(exc))
+    return web.json_response(faults.as_json(), dumps=json_text)
+
+
+def _admin_error(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400, dumps=json_text)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningEmulator:
+    """A started emulator: where it listens and the live objects to inspect or change."""
+
+    url: str
+    host: str
+    port: int
+    app: web.Application
+
+    @property
+    def state(self) -> EmulatorState:
+        """The shared state of the running app."""
+        return self.app[EMULATOR_KEY]
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """The settings it was started with."""
+        return self.state.config
+
+    @property
+    def faults(self) -> FaultPlan:
+        """The live fault plan: change its fields to change what the next requests meet."""
+        return self.state.faults
+
+    @property
+    def stats(self) -> EmulatorStats:
+        """The live counters."""
+        return self.state.stats
+
+
+@asynccontextmanager
+async def run_emulator(
+    config: EmulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    faults: FaultPlan | None = None,
+) -> AsyncIterator[RunningEmulator]:
+    """Serve the emulator on ``host:port`` (0: any free port) until the block exits."""
+    app = build_app(config if config is not None else EmulatorConfig(), faults=faults)
+    # handler_cancellation: a client that gives up (timeout) ends its hung request too.
+    runner = web.AppRunner(
+        app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = int(runner.addresses[0][1])
+        url_host = f"[{host}]" if ":" in host else host
+        yield RunningEmulator(
+            url=f"http://{url_host}:{bound_port}", host=host, port=bound_port, app=app
+        )
+    finally:
+        app[EMULATOR_KEY].closing.set()
+        await runner.cleanup()

@@ -1,0 +1,31 @@
+"""Prometheus metrics: what the worker counts, and the optional HTTP endpoint that serves them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+MESSAGES_RECEIVED = Counter(
+    "moderation_messages_received", "Messages received from the source queue."
+)
+OUTCOMES = Counter(
+    "moderation_outcomes",
+    "Messages settled, by outcome (ack, retry_later, dead_letter).",
+    ["outcome"],
+)
+VERDICTS = Counter("moderation_verdicts", "Verdicts published, by verdict.", ["verdict"])
+DEAD_LETTERS = Counter(
+    "moderation_dead_letters", "Messages dead-lettered, by error code.", ["code"]
+)
+RECEIVE_ERRORS = Counter("moderation_receive_errors", "Failed receive calls.")
+IN_FLIGHT = Gauge("moderation_in_flight", "Messages being moderated right now.")
+HANDLE_SECONDS = Histogram(
+    "moderation_handle_seconds",
+    "Time from receipt to settling one message.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Serve ``/metrics`` on ``port``; 0 disables it."""
+    if port:
+        start_http_server(port)

@@ -1,0 +1,201 @@
+"""Moderating one message: decode, render, classify, decide, publish; the result is an outcome.
+
+The pipeline never touches the queue: it returns ``Ack``, ``RetryLater`` or ``DeadLetter`` and the
+runner turns that into SQS calls. It never imports botocore either: adapters raise the project's
+own errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import structlog
+
+from worker.core.completion import parse_completion, unsafe_probability
+from worker.core.decision import Assessment, Decision, decide, ordered_flags
+from worker.core.errors import (
+    InvalidMessage,
+    PermanentClassifierError,
+    PromptTooLong,
+    TransientClassifierError,
+)
+from worker.core.messages import ModerationRequest, decode_request
+from worker.core.prompt import PromptPlan, RenderedPrompt, plan_prompts
+from worker.core.taxonomy import PromptFormat, Taxonomy
+from worker.core.verdict import CategoryRef, Flag, ModelRef, Verdict
+from worker.ports import Classifier, Publication, ReceivedMessage, VerdictSink
+
+log = structlog.get_logger(__name__)
+
+# After a "too many tokens" rejection the budget shrinks to this share of the longest prompt sent.
+_SHRINK_FACTOR: Final = 0.75
+_MAX_SHRINKS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The verdict was accepted by the sink: delete the message."""
+
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Something transient failed: release the message for a later attempt, never delete it."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """The message can never be moderated: move it to the dead-letter queue with the reason."""
+
+    error_code: str
+    detail: str
+
+
+Outcome = Ack | RetryLater | DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationPolicy:
+    """What the pipeline needs to know about the model and the product's rules."""
+
+    prompt_format: PromptFormat
+    taxonomy: Taxonomy
+    unsafe_threshold: float | None = None
+    max_prompt_chars: int = 12_000
+    max_conversation_chars: int = 100_000
+    log_content: bool = False
+
+
+class Moderator:
+    """Handles one message from start to finish and says what should happen to it."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        sink: VerdictSink,
+        policy: ModerationPolicy,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._classifier = classifier
+        self._sink = sink
+        self._policy = policy
+        self._clock = clock
+        self._model = ModelRef(
+            backend="tgi" if classifier.backend == "tgi" else "sagemaker",
+            endpoint=classifier.endpoint,
+            prompt_format=str(policy.prompt_format),
+        )
+
+    async def handle(self, message: ReceivedMessage) -> Outcome:
+        try:
+            request = decode_request(
+                message.body, max_conversation_chars=self._policy.max_conversation_chars
+            )
+        except InvalidMessage as exc:
+            content = {"body": message.body[:2000]} if self._policy.log_content else {}
+            log.warning(
+                "message_invalid", error_code=exc.error_code, error_detail=exc.detail, **content
+            )
+            return DeadLetter(exc.error_code, exc.detail)
+        structlog.contextvars.bind_contextvars(request_id=request.id)
+        try:
+            verdict = await self.moderate(request, received_at=message.received_at)
+        except TransientClassifierError as exc:
+            log.warning("classifier_unavailable", error_type=type(exc).__name__, error=str(exc))
+            return RetryLater(f"classifier: {exc}")
+        except PromptTooLong as exc:
+            log.warning("prompt_too_long", error=str(exc))
+            return DeadLetter("prompt_too_long", str(exc))
+        except PermanentClassifierError as exc:
+            log.warning("classifier_rejected", error=str(exc))
+            return DeadLetter("model_rejected", str(exc))
+        (error,) = await self._sink.publish([Publication(verdict, message.trace)])
+        if error is not None:
+            log.warning("publish_failed", error=str(error))
+            return RetryLater(f"publish: {error}")
+        content = {"content": request.assessed.content} if self._policy.log_content else {}
+        log.info(
+            "verdict_published",
+            **content,
+            verdict=verdict.verdict,
+            categories=[category.code for category in verdict.categories],
+            score=verdict.score,
+            flags=list(verdict.flags),
+        )
+        return Ack(verdict)
+
+    async def moderate(self, request: ModerationRequest, *, received_at: datetime) -> Verdict:
+        """Ask the model about a request and build its verdict (without publishing it)."""
+        plan, assessments = await self._assess_within_budget(request)
+        decision = decide(assessments, threshold=self._policy.unsafe_threshold)
+        return self._verdict(request, plan, decision, received_at)
+
+    async def _assess_within_budget(
+        self, request: ModerationRequest
+    ) -> tuple[PromptPlan, list[Assessment]]:
+        policy = self._policy
+        budget = policy.max_prompt_chars
+        shrinks = 0
+        while True:
+            plan = plan_prompts(request.turns, policy.prompt_format, policy.taxonomy, budget)
+            try:
+                return plan, [await self._assess(prompt) for prompt in plan.prompts]
+            except PromptTooLong:
+                if shrinks == _MAX_SHRINKS:
+                    raise
+                shrinks += 1
+                longest = max(len(prompt.text) for prompt in plan.prompts)
+                budget = int(longest * _SHRINK_FACTOR)
+                log.info("prompt_budget_shrunk", max_prompt_chars=budget)
+
+    async def _assess(self, prompt: RenderedPrompt) -> Assessment:
+        """One prompt's answer; unparseable output gets exactly one more call."""
+        completion = await self._classifier.classify(prompt.text)
+        parsed = parse_completion(completion.generated_text, self._policy.taxonomy)
+        if parsed.verdict == "invalid":
+            log.warning("model_output_invalid", reason=parsed.reason, attempt=1)
+            completion = await self._classifier.classify(prompt.text)
+            parsed = parse_completion(completion.generated_text, self._policy.taxonomy)
+            if parsed.verdict == "invalid":
+                log.warning("model_output_invalid", reason=parsed.reason, attempt=2)
+        return Assessment(parsed, unsafe_probability(completion.details))
+
+    def _verdict(
+        self,
+        request: ModerationRequest,
+        plan: PromptPlan,
+        decision: Decision,
+        received_at: datetime,
+    ) -> Verdict:
+        flags = set(decision.flags)
+        if any(prompt.neutralized for prompt in plan.prompts):
+            flags.add(Flag.CONTENT_NEUTRALIZED)
+        if plan.context_truncated:
+            flags.add(Flag.CONTEXT_TRUNCATED)
+        if plan.chunked:
+            flags.add(Flag.CHUNKED)
+        taxonomy = self._policy.taxonomy
+        return Verdict(
+            id=request.id,
+            conversation_id=request.conversation_id,
+            verdict=decision.verdict,
+            categories=tuple(
+                CategoryRef(code=code, name=taxonomy.name_of(code) or code)
+                for code in decision.categories
+            ),
+            unknown_codes=decision.unknown_codes,
+            score=decision.score,
+            assessed_role=request.assessed.role,
+            model=self._model,
+            flags=ordered_flags(flags),
+            attributes=dict(request.attributes),
+            received_at=received_at,
+            decided_at=self._clock(),
+        )
