@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--serve", action="store_true", help="keep the stack and worker up; print its environment"
     )
-    local.add_argument("--format", choices=FORMATS, default="llama-guard-3", dest="prompt_format")
+    local.add_argument("--format", choices=FORMATS, default="llama-guard-1", dest="prompt_format")
     local.set_defaults(handler=_cmd_local)
 
     check = commands.add_parser("check", help="moderate one message and print the verdict JSON")

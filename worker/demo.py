@@ -70,7 +70,12 @@ async def run_local(*, input_path: Path | None, serve: bool, prompt_format: str)
         stop = install_stop_signals()
         async with open_worker(settings, burst=not serve) as worker:
             work = asyncio.create_task(worker.runner.run(stop))
-            await _show_verdicts(console, aws, resources, work)
+            shown = await _show_verdicts(console, aws, resources, work)
+        stats = work.result()
+        console.print(
+            f"\n{len(bodies)} sent, {stats.acked} verdicts published ({shown} shown above), "
+            f"{stats.dead_lettered} dead-lettered, {stats.retried} released for a later attempt.\n"
+        )
         if resources.dead_letter_queue_url is not None:
             await _show_dead_letters(console, aws.sqs, resources.dead_letter_queue_url)
     return 0
@@ -134,8 +139,11 @@ def _verdict_table() -> Table:
 
 async def _show_verdicts(
     console: Console, aws: AwsClients, resources: LocalResources, work: asyncio.Task[Any]
-) -> None:
-    """Read verdicts off the subscriber queues until the worker has finished and they are empty."""
+) -> int:
+    """Show verdicts from the subscriber queues until the worker is done and they are empty.
+
+    Returns how many were shown.
+    """
     table = _verdict_table()
     topics = {
         resources.safe_subscriber_queue_url: "safe",
@@ -151,6 +159,7 @@ async def _show_verdicts(
             if finished and not any(rows):
                 break
     await work  # surfaces a crash of the worker, if any
+    return table.row_count
 
 
 async def _receive_verdicts(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
