@@ -20,9 +20,11 @@ from worker.adapters.sagemaker import SageMakerClassifier
 from worker.adapters.sns import SnsSink
 from worker.adapters.sqs import SqsSource
 from worker.adapters.tgi import TgiClassifier
+from worker.backpressure import EndpointGuard, GuardPolicy
 from worker.batching import BatchingSink
 from worker.core.errors import ConfigurationError
-from worker.core.prompt import DEFAULT_PARAMETERS, check_parameters
+from worker.core.models import Turn
+from worker.core.prompt import DEFAULT_PARAMETERS, check_parameters, render_prompt
 from worker.core.taxonomy import PromptFormat, Taxonomy, default_taxonomy, load_taxonomy_text
 from worker.pipeline import ModerationPolicy, Moderator
 from worker.ports import Classifier
@@ -82,6 +84,20 @@ def runner_config_from(settings: Settings, *, burst: bool = False) -> RunnerConf
         release_delay_base=settings.release_delay_base,
         release_delay_max=settings.release_delay_max,
     )
+
+
+def guard_policy_from(settings: Settings) -> GuardPolicy:
+    return GuardPolicy(
+        max_in_flight=settings.max_in_flight,
+        failure_threshold=settings.circuit_failure_threshold,
+        probe_interval=settings.circuit_probe_interval,
+    )
+
+
+def probe_prompt(policy: ModerationPolicy) -> str:
+    """A harmless prompt in the configured format, sent to find out if the endpoint is back."""
+    probe = (Turn(role="user", content="Hello"),)
+    return render_prompt(probe, policy.prompt_format, policy.taxonomy).text
 
 
 def retry_policy_from(settings: ModelSettings) -> RetryPolicy:
@@ -151,9 +167,8 @@ async def open_worker(settings: Settings, *, burst: bool = False) -> AsyncIterat
         )
         sink = BatchingSink(SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn))
         stack.push_async_callback(sink.aclose)
-        moderator = Moderator(
-            RetryingClassifier(classifier, retry_policy_from(settings)), sink, policy
-        )
+        guard = EndpointGuard(classifier, guard_policy_from(settings), probe_prompt(policy))
+        moderator = Moderator(RetryingClassifier(guard, retry_policy_from(settings)), sink, policy)
         source = SqsSource(aws.sqs, settings.queue_url, settings.dead_letter_queue_url)
-        runner = Runner(source, moderator, runner_config_from(settings, burst=burst))
+        runner = Runner(source, moderator, runner_config_from(settings, burst=burst), gate=guard)
         yield Worker(runner=runner, moderator=moderator)

@@ -17,6 +17,11 @@ DEAD_LETTERS = Counter(
     "moderation_dead_letters", "Messages dead-lettered, by error code.", ["code"]
 )
 RECEIVE_ERRORS = Counter("moderation_receive_errors", "Failed receive calls.")
+CONCURRENCY_LIMIT = Gauge(
+    "moderation_endpoint_concurrency_limit", "Adaptive limit on concurrent endpoint requests."
+)
+CIRCUIT_OPEN = Gauge("moderation_endpoint_circuit_open", "1 while the endpoint circuit is open.")
+CIRCUIT_OPENINGS = Counter("moderation_endpoint_circuit_openings", "Times the circuit opened.")
 IN_FLIGHT = Gauge("moderation_in_flight", "Messages being moderated right now.")
 HANDLE_SECONDS = Histogram(
     "moderation_handle_seconds",

@@ -9,12 +9,13 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
 )
 
-from worker.core.errors import TransientClassifierError
+from worker.core.errors import CircuitOpen, TransientClassifierError
 from worker.core.models import Completion
 from worker.ports import Classifier
 
@@ -52,7 +53,9 @@ class RetryingClassifier:
     async def classify(self, prompt: str) -> Completion:
         policy = self._policy
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientClassifierError),
+            # An open circuit is already the verdict of many failures: no point retrying now.
+            retry=retry_if_exception_type(TransientClassifierError)
+            & retry_if_not_exception_type(CircuitOpen),
             stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline),
             # initial * 2**n plus up to one initial of jitter, so parallel retries spread out.
             wait=wait_exponential_jitter(

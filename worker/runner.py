@@ -26,6 +26,19 @@ log = structlog.get_logger(__name__)
 
 RECEIVE_BATCH: Final = 10  # SQS's maximum per ReceiveMessage
 _RECEIVE_ERROR_BACKOFF_MAX: Final = 30.0
+_CAPACITY_RECHECK_SECONDS: Final = 1.0
+
+
+class ReceiveGate(Protocol):
+    """What the runner asks before receiving (``EndpointGuard`` satisfies it)."""
+
+    def receive_capacity(self) -> int:
+        """How many messages may be in flight now."""
+        ...
+
+    async def wait_until_ready(self, stop: asyncio.Event) -> None:
+        """Return once receiving makes sense again, or when ``stop`` is set."""
+        ...
 
 
 class Handler(Protocol):
@@ -75,9 +88,11 @@ class Runner:
         handler: Handler,
         config: RunnerConfig,
         *,
+        gate: ReceiveGate | None = None,
         on_outcome: Callable[[ReceivedMessage, Outcome], None] | None = None,
     ) -> None:
         self._source = source
+        self._gate = gate
         self._handler = handler
         self._config = config
         self._on_outcome = on_outcome
@@ -106,9 +121,9 @@ class Runner:
     async def _poll(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            if not await self._wait_for_capacity(stop):
+            free = await self._free_slots(stop)
+            if free is None:
                 return
-            free = self._config.max_in_flight - self._in_flight_count()
             try:
                 batch = await _until_stopped(
                     self._source.receive(min(RECEIVE_BATCH, free), self._config.wait_seconds), stop
@@ -131,17 +146,27 @@ class Runner:
                 return
             self._start(batch)
 
-    async def _wait_for_capacity(self, stop: asyncio.Event) -> bool:
-        """Wait until a slot is free; False when stop was requested meanwhile."""
-        while self._in_flight_count() >= self._config.max_in_flight:
+    async def _free_slots(self, stop: asyncio.Event) -> int | None:
+        """Wait until the endpoint is ready and a slot is free; None when stop was requested."""
+        while not stop.is_set():
+            limit = self._config.max_in_flight
+            if self._gate is not None:
+                await self._gate.wait_until_ready(stop)
+                limit = min(limit, self._gate.receive_capacity())
+            free = limit - self._in_flight_count()
+            if free > 0:
+                return free
+            # Re-check now and then even with nothing finishing: the limit moves by itself.
             stopper = asyncio.ensure_future(stop.wait())
             try:
-                await asyncio.wait([*self._tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [*self._tasks, stopper],
+                    timeout=_CAPACITY_RECHECK_SECONDS,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             finally:
                 stopper.cancel()
-            if stop.is_set():
-                return False
-        return True
+        return None
 
     def _in_flight_count(self) -> int:
         return sum(len(messages) for messages in self._tasks.values())

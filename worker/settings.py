@@ -86,7 +86,7 @@ class Settings(ModelSettings):
     dead_letter_queue_url: HttpUrl | None = None
 
     max_in_flight: int = Field(default=64, ge=1, le=10_000)
-    visibility_timeout: int = Field(default=60, ge=10, le=43_200)
+    visibility_timeout: int = Field(default=60, ge=2, le=43_200)
     drain_timeout: float = Field(default=30.0, ge=0, le=3_600)
     receive_wait_seconds: int = Field(default=20, ge=0, le=20)
     release_delay_base: float = Field(default=5.0, ge=0, le=43_200)

@@ -6,7 +6,8 @@
     ├── ClassifierError               the model endpoint failed
     │   ├── TransientClassifierError                                 retryable
     │   │   ├── EndpointThrottled     throttling, 429, model busy
-    │   │   └── EndpointUnavailable   5xx, not ready, timeout, no connection
+    │   │   ├── EndpointUnavailable   5xx, not ready, timeout, no connection
+    │   │   └── CircuitOpen           not called: the endpoint is known to be down
     │   ├── PromptTooLong             token budget exceeded          shrink the prompt, ask again
     │   └── PermanentClassifierError  validation, 4xx, bad answer    not retryable: dead-letter
     ├── SinkError                     SNS refused a verdict          retryable: message comes back
@@ -53,6 +54,10 @@ class EndpointThrottled(TransientClassifierError):
 
 class EndpointUnavailable(TransientClassifierError):
     """The endpoint is down, not ready, timed out or unreachable."""
+
+
+class CircuitOpen(TransientClassifierError):
+    """The endpoint was not called because its circuit is open; retrying now would not help."""
 
 
 class PromptTooLong(ClassifierError):

@@ -1,0 +1,215 @@
+"""Protecting the model endpoint: a circuit breaker for outages, adaptive concurrency for overload.
+
+``EndpointGuard`` wraps the real classifier (inside the retry loop, so it sees every attempt):
+
+- Adaptive concurrency (AIMD). Requests in flight to the endpoint are capped by a limit that is
+  cut in half when the endpoint throttles (at most once per ``decrease_cooldown``, so one burst
+  of throttles counts once) and grows by about one for every ``limit`` successes, never above
+  ``max_in_flight``. The runner also receives no more messages than the limit, so it does not
+  hoard messages it cannot start.
+- Circuit breaker. After ``failure_threshold`` consecutive failures that say the endpoint is down
+  (5xx, not ready, timeouts, no connection) the circuit opens: calls fail at once with
+  ``CircuitOpen``, the runner stops receiving, and one probe request is sent every
+  ``probe_interval`` seconds. Any answer from the endpoint closes it. Throttling does not count
+  towards opening it: a throttling endpoint is up, and concurrency is what adapts to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from worker import metrics
+from worker.core.errors import (
+    CircuitOpen,
+    ClassifierError,
+    EndpointThrottled,
+    EndpointUnavailable,
+)
+from worker.core.models import Completion
+from worker.ports import Classifier
+
+log = structlog.get_logger(__name__)
+
+_DECREASE_FACTOR: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class GuardPolicy:
+    """Thresholds of the circuit breaker and the concurrency limiter."""
+
+    max_in_flight: int = 64
+    min_in_flight: int = 1
+    failure_threshold: int = 5
+    probe_interval: float = 5.0
+    decrease_cooldown: float = 1.0
+
+
+class AdaptiveLimit:
+    """An additive-increase, multiplicative-decrease limit on concurrent endpoint requests."""
+
+    def __init__(self, policy: GuardPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._limit = float(policy.max_in_flight)
+        self._in_use = 0
+        self._last_decrease = -math.inf
+        self._changed = asyncio.Condition()
+        metrics.CONCURRENCY_LIMIT.set(self.current)
+
+    @property
+    def current(self) -> int:
+        return max(self._policy.min_in_flight, math.floor(self._limit))
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._in_use < self.current)
+            self._in_use += 1
+
+    async def release(self) -> None:
+        async with self._changed:
+            self._in_use -= 1
+            self._changed.notify_all()
+
+    async def on_success(self) -> None:
+        before = self.current
+        self._limit = min(float(self._policy.max_in_flight), self._limit + 1 / self._limit)
+        if self.current != before:
+            metrics.CONCURRENCY_LIMIT.set(self.current)
+            async with self._changed:
+                self._changed.notify_all()
+
+    def on_throttle(self) -> None:
+        now = self._clock()
+        if now - self._last_decrease < self._policy.decrease_cooldown:
+            return
+        self._last_decrease = now
+        before = self.current
+        self._limit = max(float(self._policy.min_in_flight), self._limit * _DECREASE_FACTOR)
+        metrics.CONCURRENCY_LIMIT.set(self.current)
+        log.warning("concurrency_decreased", limit_before=before, limit=self.current)
+
+
+class CircuitBreaker:
+    """Counts consecutive outage failures; open means "do not call, probe instead"."""
+
+    def __init__(self, policy: GuardPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._closed = asyncio.Event()
+        self._closed.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    def record_success(self) -> None:
+        self._failures = 0
+        if self._opened_at is not None:
+            log.info("circuit_closed", open_seconds=round(self._clock() - self._opened_at, 3))
+            self._opened_at = None
+            self._closed.set()
+            metrics.CIRCUIT_OPEN.set(0)
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        if self._opened_at is None and self._failures >= self._policy.failure_threshold:
+            self._opened_at = self._clock()
+            self._closed.clear()
+            metrics.CIRCUIT_OPEN.set(1)
+            metrics.CIRCUIT_OPENINGS.inc()
+            log.error("circuit_opened", consecutive_failures=self._failures)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+
+class EndpointGuard:
+    """A classifier that applies the circuit breaker and the adaptive limit to another one.
+
+    The runner asks it for ``receive_capacity()`` and waits on ``wait_until_ready()`` before each
+    receive; that wait is where the probes are sent while the circuit is open.
+    """
+
+    def __init__(
+        self,
+        inner: Classifier,
+        policy: GuardPolicy,
+        probe_prompt: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._policy = policy
+        self._probe_prompt = probe_prompt
+        self.limit = AdaptiveLimit(policy, clock=clock)
+        self.circuit = CircuitBreaker(policy, clock=clock)
+
+    @property
+    def backend(self) -> str:
+        return self._inner.backend
+
+    @property
+    def endpoint(self) -> str:
+        return self._inner.endpoint
+
+    async def classify(self, prompt: str) -> Completion:
+        if self.circuit.is_open:
+            raise CircuitOpen("the endpoint circuit is open; the message waits for a later try")
+        await self.limit.acquire()
+        try:
+            return await self._observed(self._inner.classify(prompt))
+        finally:
+            await self.limit.release()
+
+    def receive_capacity(self) -> int:
+        """How many messages may be in flight: none while open, else the adaptive limit."""
+        return 0 if self.circuit.is_open else self.limit.current
+
+    async def wait_until_ready(self, stop: asyncio.Event) -> None:
+        """Return when the circuit is closed (probing meanwhile) or ``stop`` is set."""
+        while self.circuit.is_open and not stop.is_set():
+            await _sleep_unless(stop, self._policy.probe_interval)
+            if stop.is_set():
+                return
+            try:
+                await self._observed(self._inner.classify(self._probe_prompt))
+            except ClassifierError as exc:
+                log.warning("circuit_probe_failed", error_type=type(exc).__name__)
+            else:
+                log.info("circuit_probe_succeeded")
+
+    async def _observed(self, call: Awaitable[Completion]) -> Completion:
+        try:
+            completion = await call
+        except EndpointThrottled:
+            self.limit.on_throttle()
+            self.circuit.record_success()  # it answered: the endpoint is up, only busy
+            raise
+        except EndpointUnavailable:
+            self.circuit.record_failure()
+            raise
+        except ClassifierError:
+            self.circuit.record_success()  # a definite answer, even if an unwelcome one
+            raise
+        self.circuit.record_success()
+        await self.limit.on_success()
+        return completion
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
