@@ -99,12 +99,14 @@ class Runner:
         self._stats = RunStats()
         self._tasks: dict[asyncio.Task[None], list[ReceivedMessage]] = {}
         self._settling: set[str] = set()
+        self._stopping = asyncio.Event()
         self._deletes = MicroBatcher(self._delete_batch)
         self._visibility = MicroBatcher(self._visibility_batch)
 
     async def run(self, stop: asyncio.Event) -> RunStats:
         """Work until ``stop`` is set (or, in burst mode, the queue is empty), then drain."""
         log.info("worker_started", max_in_flight=self._config.max_in_flight)
+        self._stopping = stop
         try:
             await self._poll(stop)
         finally:
@@ -139,6 +141,7 @@ class Runner:
             if batch is None:
                 return
             if stop.is_set():
+                self._stats.released_on_shutdown += len(batch)
                 await self._release(batch)
                 return
             if not batch and self._config.burst and not self._tasks:
@@ -180,10 +183,17 @@ class Runner:
             task.add_done_callback(self._tasks.pop)
 
     async def _process_group(self, group: list[ReceivedMessage]) -> None:
-        """A FIFO group in order; after a failure, the rest of the group is released."""
+        """A FIFO group in order; after a failure, the rest of the group is released.
+
+        On shutdown, messages of the group that have not started yet are released at once.
+        """
         for index, message in enumerate(group):
+            if index > 0 and self._stopping.is_set():
+                self._stats.released_on_shutdown += len(group) - index
+                await self._release(group[index:])
+                return
             outcome = await self._process(message)
-            self._tasks_shrink(message)
+            self._forget(message)
             if isinstance(outcome, RetryLater) and message.group_id is not None:
                 rest = group[index + 1 :]
                 if rest:
@@ -191,7 +201,8 @@ class Runner:
                     await self._release(rest)
                 return
 
-    def _tasks_shrink(self, message: ReceivedMessage) -> None:
+    def _forget(self, message: ReceivedMessage) -> None:
+        """Drop a settled message from its task's list, so a drain does not release it."""
         current = asyncio.current_task()
         if current is not None and current in self._tasks:
             self._tasks[current] = [m for m in self._tasks[current] if m is not message]
@@ -280,10 +291,9 @@ class Runner:
         return [message.receipt_handle not in failed for message, _ in changes]
 
     async def _release(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Make messages visible again at once (used for unstarted work)."""
+        """Make messages visible again at once (work that will not be done here)."""
         if not messages:
             return
-        self._stats.released_on_shutdown += len(messages)
         failed = await self._source.change_visibility([(message, 0) for message in messages])
         if failed:
             log.warning("release_failed", count=len(failed))
@@ -304,6 +314,7 @@ class Runner:
             await asyncio.gather(*pending, return_exceptions=True)
             if unfinished:
                 log.warning("drain_timeout_releasing", count=len(unfinished))
+                self._stats.released_on_shutdown += len(unfinished)
                 await self._release(unfinished)
         await self._deletes.aclose()
         await self._visibility.aclose()

@@ -296,3 +296,26 @@ async def test_after_a_fifo_failure_the_rest_of_the_group_is_released_unprocesse
     assert (ids[2], 0) in source.visibility_changes
     assert (ids[3], 0) in source.visibility_changes
     assert all(source.is_deleted(message_id) for message_id in ids)
+
+
+async def test_on_stop_unstarted_fifo_messages_are_released_at_once() -> None:
+    source = InMemorySource()
+    ids = [source.send(f"g{index}", group_id="g") for index in range(3)]
+    started = asyncio.Event()
+
+    async def slow(message: ReceivedMessage) -> Outcome:
+        started.set()
+        await asyncio.sleep(0.2)
+        return await ack(message)
+
+    handler = ScriptedHandler(slow)
+    stop = asyncio.Event()
+    runner = Runner(source, handler, config(burst=False, wait_seconds=20))
+    running = asyncio.create_task(runner.run(stop))
+    await started.wait()
+    stop.set()
+    stats = await asyncio.wait_for(running, timeout=5)
+    assert handler.handled == ["g0"]
+    assert source.is_deleted(ids[0])
+    assert [(ids[1], 0), (ids[2], 0)] == source.visibility_changes
+    assert stats.released_on_shutdown == 2
