@@ -33,6 +33,9 @@ log = structlog.get_logger(__name__)
 # After a "too many tokens" rejection the budget shrinks to this share of the longest prompt sent.
 _SHRINK_FACTOR: Final = 0.75
 _MAX_SHRINKS: Final = 3
+# A message that needs more chunks than this is refused rather than flooding the endpoint (a
+# budget shrunk close to the fixed template would otherwise leave room for a few words a chunk).
+MAX_PROMPTS_PER_MESSAGE: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,11 @@ class Moderator:
         shrinks = 0
         while True:
             plan = plan_prompts(request.turns, policy.prompt_format, policy.taxonomy, budget)
+            if len(plan.prompts) > MAX_PROMPTS_PER_MESSAGE:
+                raise PromptTooLong(
+                    f"moderating this message within a budget of {budget} characters would take "
+                    f"{len(plan.prompts)} model calls, more than {MAX_PROMPTS_PER_MESSAGE}"
+                )
             try:
                 return plan, [await self._assess(prompt) for prompt in plan.prompts]
             except PromptTooLong:

@@ -15,7 +15,7 @@ from worker.adapters.tgi import TgiClassifier
 from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, default_taxonomy, load_taxonomy_text
 from worker.core.verdict import Flag
-from worker.emulator import INVALID_MARKER, RunningEmulator
+from worker.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
 from worker.fakes import InMemorySink
 from worker.pipeline import Ack, DeadLetter, ModerationPolicy, Moderator, RetryLater
 from worker.ports import ReceivedMessage, TraceContext
@@ -263,3 +263,45 @@ async def test_content_is_not_logged_unless_asked(make_moderator: MakeModerator)
         await make_moderator(log_content=True).handle(received({"id": "p-18", "content": secret}))
     assert secret not in repr(quiet)
     assert secret in repr(loud)
+
+
+async def test_a_prompt_the_endpoint_can_never_take_is_dead_lettered(
+    http_session: aiohttp.ClientSession, sink: InMemorySink
+) -> None:
+    # 1000 tokens at the emulator's 4 characters a token: the llama-guard-1 template alone
+    # (about 3 760 characters) leaves too little room for any content.
+    async with run_emulator(EmulatorConfig(max_total_tokens=1000)) as small:
+        moderator = Moderator(
+            RetryingClassifier(
+                TgiClassifier(http_session, small.url, DEFAULT_PARAMETERS), FAST_RETRIES
+            ),
+            sink,
+            ModerationPolicy(
+                prompt_format=PromptFormat.LLAMA_GUARD_1,
+                taxonomy=default_taxonomy(PromptFormat.LLAMA_GUARD_1),
+            ),
+        )
+        outcome = await moderator.handle(received({"id": "p-19", "content": "Hello " * 200}))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.error_code == "prompt_too_long"
+    assert sink.all_published == []
+
+
+async def test_a_request_the_endpoint_rejects_for_good_is_dead_lettered(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession, sink: InMemorySink
+) -> None:
+    too_many_alternatives = {**DEFAULT_PARAMETERS, "top_n_tokens": 50}  # TGI refuses above 5
+    moderator = Moderator(
+        RetryingClassifier(
+            TgiClassifier(http_session, emulator.url, too_many_alternatives), FAST_RETRIES
+        ),
+        sink,
+        ModerationPolicy(
+            prompt_format=PromptFormat.LLAMA_GUARD_1,
+            taxonomy=default_taxonomy(PromptFormat.LLAMA_GUARD_1),
+        ),
+    )
+    outcome = await moderator.handle(received({"id": "p-20", "content": "Hello"}))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.error_code == "model_rejected"
+    assert emulator.stats.requests == 1
