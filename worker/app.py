@@ -169,6 +169,13 @@ async def open_worker(settings: Settings, *, burst: bool = False) -> AsyncIterat
         stack.push_async_callback(sink.aclose)
         guard = EndpointGuard(classifier, guard_policy_from(settings), probe_prompt(policy))
         moderator = Moderator(RetryingClassifier(guard, retry_policy_from(settings)), sink, policy)
-        source = SqsSource(aws.sqs, settings.queue_url, settings.dead_letter_queue_url)
+        # Received with the worker's own visibility timeout, so the heartbeat (every third of it)
+        # always comes before the message could reappear, whatever the queue's default.
+        source = SqsSource(
+            aws.sqs,
+            settings.queue_url,
+            settings.dead_letter_queue_url,
+            visibility_timeout=settings.visibility_timeout,
+        )
         runner = Runner(source, moderator, runner_config_from(settings, burst=burst), gate=guard)
         yield Worker(runner=runner, moderator=moderator)
