@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 
@@ -25,31 +24,13 @@ from worker.batching import BatchingSink
 from worker.core.errors import ConfigurationError
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, check_parameters, render_prompt
-from worker.core.taxonomy import PromptFormat, Taxonomy, default_taxonomy, load_taxonomy_text
+from worker.core.taxonomy import PromptFormat
 from worker.pipeline import ModerationPolicy, Moderator
 from worker.ports import Classifier
 from worker.retrying import RetryingClassifier, RetryPolicy
 from worker.runner import Runner, RunnerConfig
 from worker.settings import ModelSettings, Settings
-
-
-def load_taxonomy(
-    prompt_format: PromptFormat, path: Path | None, *, setting: str = "MODERATION_TAXONOMY_FILE"
-) -> Taxonomy:
-    """The configured taxonomy: the format's default, or the custom file's categories.
-
-    A problem is a ``ConfigurationError`` naming ``setting`` (the variable or the option).
-    """
-    if path is None:
-        return default_taxonomy(prompt_format)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{setting}: cannot read {path}: {exc}") from exc
-    try:
-        return load_taxonomy_text(text, prompt_format)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{setting}: {path}: {exc}") from exc
+from worker.taxonomy_file import load_taxonomy
 
 
 def policy_from(settings: ModelSettings) -> ModerationPolicy:

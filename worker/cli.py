@@ -163,7 +163,7 @@ def _context_turns(path: Path | None) -> tuple[Turn, ...]:
 
 
 def _cmd_prompt(args: argparse.Namespace) -> int:
-    from worker.app import load_taxonomy
+    from worker.taxonomy_file import load_taxonomy
 
     prompt_format = PromptFormat(args.prompt_format)
     taxonomy = load_taxonomy(prompt_format, args.taxonomy, setting="--taxonomy")

@@ -26,6 +26,7 @@ from worker.app import open_worker
 from worker.emulator.server import EmulatorConfig, run_emulator
 from worker.localstack import LocalResources, provision, start_moto_server
 from worker.logs import configure_logging
+from worker.sending import read_lines
 from worker.settings import load_settings
 from worker.shutdown import install_stop_signals
 
@@ -49,6 +50,7 @@ async def run_local(*, input_path: Path | None, serve: bool, prompt_format: str)
     """Run the demo (or, with ``serve``, keep the stack up until interrupted)."""
     console = Console()
     configure_logging("console", level=30)  # warnings only: the tables are the demo's output
+    bodies = _read_bodies(input_path)  # a bad --input stops here, before anything starts
     async with AsyncExitStack() as stack:
         moto_url = stack.enter_context(start_moto_server())
         emulator = await stack.enter_async_context(run_emulator(EmulatorConfig()))
@@ -61,7 +63,6 @@ async def run_local(*, input_path: Path | None, serve: bool, prompt_format: str)
             **resources.environment(),
             **_model_environment(prompt_format),
         }
-        bodies = _read_bodies(input_path)
         if bodies:
             await _enqueue(aws.sqs, resources.queue_url, bodies)
         if serve:
@@ -116,9 +117,8 @@ def _settings_overrides(environment: Mapping[str, str], *, serve: bool) -> dict[
 def _read_bodies(input_path: Path | None) -> list[str]:
     if input_path is None:
         text = resources.files("worker.data").joinpath("samples.jsonl").read_text("utf-8")
-    else:
-        text = input_path.read_text(encoding="utf-8")
-    return [line for line in text.splitlines() if line.strip()]
+        return [line for line in text.splitlines() if line.strip()]
+    return read_lines(input_path)
 
 
 async def _enqueue(sqs: SQSClient, queue_url: str, bodies: list[str]) -> None:

@@ -285,8 +285,17 @@ def load_taxonomy_text(text: str, fmt: PromptFormat) -> Taxonomy:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigurationError(f"taxonomy is not valid YAML or JSON: {exc}") from exc
+        raise ConfigurationError(f"taxonomy is not valid YAML or JSON: {_one_line(exc)}") from exc
     return parse_taxonomy(data, fmt)
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    """PyYAML's message spans several lines (with a quoted excerpt); settings errors are one."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def parse_taxonomy(data: object, fmt: PromptFormat) -> Taxonomy:
