@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import aiohttp
 import pytest
 from worker_harness import (
     ENDPOINT_NAME,
@@ -258,3 +259,34 @@ async def test_a_malformed_topic_arn_stops_start_up_with_exit_code_2_naming_it()
     assert code == 2
     [line] = stderr
     assert "MODERATION_SAFE_TOPIC_ARN" in line
+
+
+async def test_the_worker_serves_prometheus_metrics_of_what_it_did(
+    sqs_client: SQSClient,
+    local_resources: LocalResources,
+    emulator: RunningEmulator,
+    unused_tcp_port: int,
+) -> None:
+    await send(sqs_client, local_resources.queue_url, {"id": "metrics-1", "content": SAFE_TEXT})
+    environment = worker_environment(
+        local_resources,
+        emulator,
+        MODERATION_RECEIVE_WAIT_SECONDS="1",
+        MODERATION_METRICS_PORT=str(unused_tcp_port),
+    )
+    acked = 'moderation_outcomes_total{outcome="ack"} 1.0'
+    async with worker_process(environment) as child, aiohttp.ClientSession() as session:
+        await child.wait_for_event("verdict_published")
+        exposition = ""
+        for _ in range(50):  # the ack is counted just after the verdict is logged
+            async with session.get(f"http://127.0.0.1:{unused_tcp_port}/metrics") as response:
+                exposition = await response.text()
+            if acked in exposition:
+                break
+            await asyncio.sleep(0.1)
+        child.process.send_signal(signal.SIGTERM)
+        assert await child.wait() == 0
+
+    assert 'moderation_verdicts_total{verdict="safe"} 1.0' in exposition
+    assert acked in exposition
+    assert "moderation_endpoint_concurrency_limit 64.0" in exposition
