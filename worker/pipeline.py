@@ -107,7 +107,12 @@ class Moderator:
                 "message_invalid", error_code=exc.error_code, error_detail=exc.detail, **content
             )
             return DeadLetter(exc.error_code, exc.detail)
-        structlog.contextvars.bind_contextvars(request_id=request.id)
+        with structlog.contextvars.bound_contextvars(request_id=request.id):
+            return await self._moderate_and_publish(request, message)
+
+    async def _moderate_and_publish(
+        self, request: ModerationRequest, message: ReceivedMessage
+    ) -> Outcome:
         try:
             verdict = await self.moderate(request, received_at=message.received_at)
         except TransientClassifierError as exc:
