@@ -14,7 +14,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	MODERATION_LOG_FORMAT=console $(BIN)/moderation-worker local
+	$(BIN)/moderation-worker local
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests
@@ -25,6 +25,13 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The long fault-injection run (real worker processes, thousands of messages, a few minutes):
+# prints the figures and rewrites their section of docs/reliability.md. `make test` runs the
+# bounded version (tests/chaos).
+CHAOS_ARGS ?= --messages 3000 --workers 2 --kills 2 --outage-seconds 5 --seed 7
+chaos: $(STAMP)
+	$(BIN)/python -m worker.chaos $(CHAOS_ARGS) --write docs/reliability.md
 
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock:

@@ -1,0 +1,122 @@
+"""The chaos harness's bookkeeping: the corpus is labelled right, and the figures count right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.chaos.__main__ import kill_points
+from worker.chaos.corpus import ERROR_CODES, LABELLED, build_corpus, invalid_body, valid_body
+from worker.chaos.proxy import SNS_PUBLISH_OPERATIONS, SQS_BATCH_OPERATIONS
+from worker.chaos.report import (
+    SECTION_BEGIN,
+    SECTION_END,
+    DeadLetterCopy,
+    VerdictCopy,
+    tally,
+    write_section,
+)
+from worker.chaos.scenario import DEFAULT_PROXY_RATES
+from worker.core.errors import InvalidMessage
+from worker.core.messages import decode_request
+from worker.core.prompt import render_prompt
+from worker.core.taxonomy import PromptFormat, default_taxonomy
+from worker.emulator.rules import assess_prompt
+
+FORMAT = PromptFormat("llama-guard-1")  # the worker's default, which the chaos runs use
+
+
+@pytest.mark.parametrize("n", range(len(LABELLED)))
+def test_each_labelled_message_gets_its_expected_verdict_from_the_emulator(n: int) -> None:
+    """The expectations the runs check against are the emulator's own answers."""
+    _, body, expected = valid_body(n)
+    request = decode_request(body)
+    prompt = render_prompt(request.turns, FORMAT, default_taxonomy(FORMAT)).text
+
+    assessment = assess_prompt(prompt)
+
+    assert (assessment.verdict, assessment.codes) == (expected.verdict, expected.categories)
+
+
+@pytest.mark.parametrize("n", range(len(ERROR_CODES)))
+def test_each_invalid_message_is_refused_with_its_expected_error_code(n: int) -> None:
+    body, code = invalid_body(n)
+
+    with pytest.raises(InvalidMessage) as refused:
+        decode_request(body)
+
+    assert refused.value.error_code == code
+
+
+def test_corpus_bodies_are_unique_so_dead_letters_match_by_body() -> None:
+    corpus = build_corpus(120, 30, seed=1)
+
+    assert len(set(corpus.bodies)) == len(corpus.bodies) == 150
+
+
+def verdict(
+    message_id: str, kind: str = "safe", *codes: str, flags: tuple[str, ...] = ()
+) -> VerdictCopy:
+    return VerdictCopy(message_id, kind, codes, flags, "unsafe" if kind == "unsafe" else "safe")
+
+
+def test_tally_counts_lost_ids_duplicate_copies_and_wrong_verdicts() -> None:
+    corpus = build_corpus(6, 0, seed=0)  # ids 0-4 are safe texts, 5 is "rob a bank" (O3)
+    verdicts = [
+        verdict("chaos-000000"),
+        verdict("chaos-000000"),  # a duplicate
+        verdict("chaos-000001", "unsafe", "O3"),  # wrong: this text is safe
+        verdict("chaos-000002", "unsafe", flags=("model_output_invalid",)),  # fail-closed
+        verdict("chaos-000005", "unsafe", "O3"),
+        verdict("not-sent"),
+    ]
+
+    delivery = tally(corpus, verdicts, [])
+
+    assert delivery.lost_ids == ("chaos-000003", "chaos-000004")
+    assert (delivery.delivered, delivery.duplicates) == (4, 1)
+    assert (delivery.wrong_verdicts, delivery.fail_closed) == (1, 1)
+    assert delivery.unexpected_verdicts == 1
+    assert not delivery.ok
+
+
+def test_tally_sorts_dead_letters_into_valid_invalid_wrong_code_and_unknown() -> None:
+    corpus = build_corpus(2, 2, seed=0)
+    first_invalid, second_invalid = corpus.invalid
+    dead_letters = [
+        DeadLetterCopy(first_invalid, corpus.invalid[first_invalid]),
+        DeadLetterCopy(first_invalid, corpus.invalid[first_invalid]),  # a second copy
+        DeadLetterCopy(second_invalid, "some_other_code"),
+        DeadLetterCopy(json.dumps({"id": "chaos-000001"}), None),  # valid, redriven
+        DeadLetterCopy("never sent", "invalid_json"),
+    ]
+
+    delivery = tally(corpus, [verdict("chaos-000000"), verdict("chaos-000001")], dead_letters)
+
+    assert (delivery.dlq_invalid, delivery.dlq_invalid_copies) == (2, 3)
+    assert delivery.dlq_wrong_code == 1
+    assert delivery.dlq_valid == 1
+    assert delivery.dlq_unknown == 1
+    assert delivery.invalid_missing == 0
+
+
+def test_write_section_replaces_only_the_generated_part(tmp_path: Path) -> None:
+    document = tmp_path / "reliability.md"
+    document.write_text(f"# Title\n\nProse.\n\n{SECTION_BEGIN}\nold\n{SECTION_END}\n\nMore.\n")
+
+    write_section(document, f"{SECTION_BEGIN}\nnew\n{SECTION_END}")
+
+    text = document.read_text()
+    assert text == f"# Title\n\nProse.\n\n{SECTION_BEGIN}\nnew\n{SECTION_END}\n\nMore.\n"
+
+
+def test_default_runs_fail_every_settling_call_of_the_worker() -> None:
+    """SNS publishes and the SQS batch calls that delete and release messages all get faults."""
+    assert set(DEFAULT_PROXY_RATES) == {*SNS_PUBLISH_OPERATIONS, *SQS_BATCH_OPERATIONS}
+
+
+def test_kills_are_spread_evenly_over_the_run() -> None:
+    assert kill_points(2) == (0.333, 0.667)
+    assert kill_points(0) == ()
