@@ -24,7 +24,7 @@ from rich.table import Table
 from worker.adapters.aws import QUEUES_ONLY, AwsClients, open_aws_clients
 from worker.app import open_worker
 from worker.emulator.server import EmulatorConfig, run_emulator
-from worker.localstack import LocalResources, provision, start_moto_server
+from worker.localstack import LocalResources, provision, start_moto_server, take_messages
 from worker.logs import configure_logging
 from worker.sending import read_lines
 from worker.settings import load_settings
@@ -163,18 +163,7 @@ async def _show_verdicts(
 
 
 async def _receive_verdicts(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
-    response = await sqs.receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=_POLL_SECONDS
-    )
-    messages = response.get("Messages", [])
-    if messages:
-        await sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
-                for index, message in enumerate(messages)
-            ],
-        )
+    messages = await take_messages(sqs, queue_url, wait_seconds=_POLL_SECONDS)
     return [json.loads(message["Body"]) for message in messages]
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.literals import QueueAttributeNameType
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 LOCAL_REGION: Final = "us-east-1"
 # moto accepts any credentials; these make botocore sign requests without looking further.
@@ -204,3 +205,30 @@ async def _create_topic_with_reader(
 async def _create_queue_with_arn(sqs: SQSClient, name: str, *, fifo: bool) -> tuple[str, str]:
     queue_url = await _create_queue(sqs, name, fifo=fifo)
     return queue_url, await _queue_arn(sqs, queue_url)
+
+
+async def take_messages(
+    sqs: SQSClient, queue_url: str, *, wait_seconds: int = 0
+) -> list[MessageTypeDef]:
+    """Receive up to ten messages with all their attributes, and delete them at once.
+
+    How the demo, the chaos harness and the tests read subscriber queues and dead-letter queues:
+    deleting straight away also lets a FIFO queue hand out the next message of a group.
+    """
+    response = await sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=wait_seconds,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["All"],
+    )
+    messages = response.get("Messages", [])
+    if messages:
+        await sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                for index, message in enumerate(messages)
+            ],
+        )
+    return messages

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from cli_helpers import Invocation, cli_environment, run_cli_async
 
+from worker.localstack import take_messages
+
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -50,22 +52,7 @@ async def _receive_and_delete(
     sqs: SQSClient, queue_url: str, *, wait_seconds: int
 ) -> list[MessageTypeDef]:
     """One receive of up to ten; deleted at once so that later FIFO messages become visible."""
-    response = await sqs.receive_message(
-        QueueUrl=queue_url,
-        MaxNumberOfMessages=10,
-        WaitTimeSeconds=wait_seconds,
-        MessageSystemAttributeNames=["MessageGroupId"],
-    )
-    messages = response.get("Messages", [])
-    if messages:
-        await sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
-                for index, message in enumerate(messages)
-            ],
-        )
-    return messages
+    return await take_messages(sqs, queue_url, wait_seconds=wait_seconds)
 
 
 async def _drain(sqs: SQSClient, queue_url: str, expected: int) -> list[MessageTypeDef]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 
 from worker.app import open_worker
+from worker.localstack import take_messages
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -258,24 +259,9 @@ async def take_all(sqs: SQSClient, queue_url: str) -> list[Delivered]:
     next message of a group.
     """
     delivered: list[Delivered] = []
-    while True:
-        response = await sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=10,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["All"],
-        )
-        batch = response.get("Messages", [])
-        if not batch:
-            return delivered
+    while batch := await take_messages(sqs, queue_url):
         delivered.extend(_delivered(message) for message in batch)
-        await sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
-                for index, message in enumerate(batch)
-            ],
-        )
+    return delivered
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,13 @@ from worker.chaos.report import (
 )
 from worker.chaos.workers import WorkerLogSummary, WorkerProcess, WorkerTuning, worker_environment
 from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
-from worker.localstack import LOCAL_ACCESS_KEY, LOCAL_REGION, LocalResources, provision
+from worker.localstack import (
+    LOCAL_ACCESS_KEY,
+    LOCAL_REGION,
+    LocalResources,
+    provision,
+    take_messages,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -379,23 +385,10 @@ async def _take(sqs: SQSClient, queue_url: str) -> list[MessageTypeDef]:
     """Receive and delete what a queue holds now (bounded: at most a hundred batches)."""
     taken: list[MessageTypeDef] = []
     for _ in range(_DRAIN_BATCHES_PER_TICK):
-        response = await sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=0,
-            MessageAttributeNames=["All"],
-        )
-        batch = response.get("Messages", [])
+        batch = await take_messages(sqs, queue_url)
         if not batch:
             break
         taken.extend(batch)
-        await sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
-                for index, message in enumerate(batch)
-            ],
-        )
     return taken
 
 
