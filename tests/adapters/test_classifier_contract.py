@@ -172,3 +172,22 @@ async def test_sagemaker_unknown_endpoint_is_permanent(
             classifier = SageMakerClassifier(aws.sagemaker_runtime, "missing", DEFAULT_PARAMETERS)
             with pytest.raises(PermanentClassifierError):
                 await classifier.classify(prompt_for("hello"))
+
+
+async def test_sagemaker_routing_options_are_sent_as_invoke_endpoint_parameters(
+    emulator: RunningEmulator, aws_session: AioSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # botocore validates parameter names before sending: a wrong one would fail here.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", emulator.url)
+    async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as aws:
+        classifier = SageMakerClassifier(
+            aws.sagemaker_runtime,
+            ENDPOINT,
+            DEFAULT_PARAMETERS,
+            target_variant="AllTraffic",
+            inference_component="llama-guard-component",
+            custom_attributes="tenant=acme",
+        )
+        completion = await classifier.classify(prompt_for("How do I bake a chocolate cake?"))
+    assert parse_completion(completion.generated_text, TAXONOMY).verdict == "safe"
+    assert emulator.stats.by_route["invocations"] == 1
