@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,8 +53,15 @@ def sink() -> InMemorySink:
 def make_moderator(
     emulator: RunningEmulator, http_session: aiohttp.ClientSession, sink: InMemorySink
 ) -> MakeModerator:
-    def make(prompt_format: PromptFormat = PromptFormat.LLAMA_GUARD_1, **policy: Any) -> Moderator:
-        classifier = TgiClassifier(http_session, emulator.url, DEFAULT_PARAMETERS)
+    def make(
+        prompt_format: PromptFormat = PromptFormat.LLAMA_GUARD_1,
+        *,
+        endpoint_url: str | None = None,
+        parameters: Mapping[str, object] = DEFAULT_PARAMETERS,
+        **policy: Any,
+    ) -> Moderator:
+        """A moderator on the default emulator (or ``endpoint_url``) with these settings."""
+        classifier = TgiClassifier(http_session, endpoint_url or emulator.url, parameters)
         return Moderator(
             RetryingClassifier(classifier, FAST_RETRIES),
             sink,
@@ -266,21 +273,12 @@ async def test_content_is_not_logged_unless_asked(make_moderator: MakeModerator)
 
 
 async def test_a_prompt_the_endpoint_can_never_take_is_dead_lettered(
-    http_session: aiohttp.ClientSession, sink: InMemorySink
+    make_moderator: MakeModerator, sink: InMemorySink
 ) -> None:
     # 1000 tokens at the emulator's 4 characters a token: the llama-guard-1 template alone
     # (about 3 760 characters) leaves too little room for any content.
     async with run_emulator(EmulatorConfig(max_total_tokens=1000)) as small:
-        moderator = Moderator(
-            RetryingClassifier(
-                TgiClassifier(http_session, small.url, DEFAULT_PARAMETERS), FAST_RETRIES
-            ),
-            sink,
-            ModerationPolicy(
-                prompt_format=PromptFormat.LLAMA_GUARD_1,
-                taxonomy=default_taxonomy(PromptFormat.LLAMA_GUARD_1),
-            ),
-        )
+        moderator = make_moderator(endpoint_url=small.url)
         outcome = await moderator.handle(received({"id": "p-19", "content": "Hello " * 200}))
     assert isinstance(outcome, DeadLetter)
     assert outcome.error_code == "prompt_too_long"
@@ -288,19 +286,10 @@ async def test_a_prompt_the_endpoint_can_never_take_is_dead_lettered(
 
 
 async def test_a_request_the_endpoint_rejects_for_good_is_dead_lettered(
-    emulator: RunningEmulator, http_session: aiohttp.ClientSession, sink: InMemorySink
+    make_moderator: MakeModerator, emulator: RunningEmulator
 ) -> None:
     too_many_alternatives = {**DEFAULT_PARAMETERS, "top_n_tokens": 50}  # TGI refuses above 5
-    moderator = Moderator(
-        RetryingClassifier(
-            TgiClassifier(http_session, emulator.url, too_many_alternatives), FAST_RETRIES
-        ),
-        sink,
-        ModerationPolicy(
-            prompt_format=PromptFormat.LLAMA_GUARD_1,
-            taxonomy=default_taxonomy(PromptFormat.LLAMA_GUARD_1),
-        ),
-    )
+    moderator = make_moderator(parameters=too_many_alternatives)
     outcome = await moderator.handle(received({"id": "p-20", "content": "Hello"}))
     assert isinstance(outcome, DeadLetter)
     assert outcome.error_code == "model_rejected"
