@@ -220,7 +220,11 @@ class Runner:
                 heartbeat.cancel()
                 metrics.IN_FLIGHT.dec()
             self._settling.add(message.receipt_handle)
-            await self._settle(message, outcome)
+            try:
+                await self._settle(message, outcome)
+            finally:
+                # Needed only while settling; kept, the set would grow for the process's life.
+                self._settling.discard(message.receipt_handle)
             metrics.HANDLE_SECONDS.observe(time.monotonic() - started)
         return outcome
 
