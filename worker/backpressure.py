@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from worker.core.errors import (
 )
 from worker.core.models import Completion
 from worker.ports import Classifier
+from worker.shutdown import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -67,10 +67,6 @@ class AdaptiveLimit:
     @property
     def current(self) -> int:
         return max(self._policy.min_in_flight, math.floor(self._limit))
-
-    @property
-    def in_use(self) -> int:
-        return self._in_use
 
     async def acquire(self) -> None:
         async with self._changed:
@@ -109,8 +105,6 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
-        self._closed = asyncio.Event()
-        self._closed.set()
 
     @property
     def is_open(self) -> bool:
@@ -121,20 +115,15 @@ class CircuitBreaker:
         if self._opened_at is not None:
             log.info("circuit_closed", open_seconds=round(self._clock() - self._opened_at, 3))
             self._opened_at = None
-            self._closed.set()
             metrics.CIRCUIT_OPEN.set(0)
 
     def record_failure(self) -> None:
         self._failures += 1
         if self._opened_at is None and self._failures >= self._policy.failure_threshold:
             self._opened_at = self._clock()
-            self._closed.clear()
             metrics.CIRCUIT_OPEN.set(1)
             metrics.CIRCUIT_OPENINGS.inc()
             log.error("circuit_opened", consecutive_failures=self._failures)
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
 
 class EndpointGuard:
@@ -182,7 +171,7 @@ class EndpointGuard:
     async def wait_until_ready(self, stop: asyncio.Event) -> None:
         """Return when the circuit is closed (probing meanwhile) or ``stop`` is set."""
         while self.circuit.is_open and not stop.is_set():
-            await _sleep_unless(stop, self._policy.probe_interval)
+            await sleep_unless_stopped(self._policy.probe_interval, stop)
             if stop.is_set():
                 return
             try:
@@ -208,8 +197,3 @@ class EndpointGuard:
         self.circuit.record_success()
         await self.limit.on_success()
         return completion
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

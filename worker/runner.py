@@ -8,7 +8,6 @@ message to the dead-letter queue and then deletes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from worker.batching import MicroBatcher
 from worker.core.errors import SourceError
 from worker.pipeline import Ack, DeadLetter, Outcome, RetryLater
 from worker.ports import MessageSource, ReceivedMessage
+from worker.shutdown import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -135,7 +135,7 @@ class Runner:
                 delay = min(2.0 ** min(failures, 10) / 2, _RECEIVE_ERROR_BACKOFF_MAX)
                 metrics.RECEIVE_ERRORS.inc()
                 log.warning("receive_failed", error=str(exc), retry_in_seconds=delay)
-                await _sleep_unless_stopped(delay, stop)
+                await sleep_unless_stopped(delay, stop)
                 continue
             failures = 0
             if batch is None:
@@ -351,8 +351,3 @@ async def _until_stopped(
     receiving.cancel()
     await asyncio.gather(receiving, return_exceptions=True)
     return None
-
-
-async def _sleep_unless_stopped(seconds: float, stop: asyncio.Event) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
