@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.core.verdict import (
+    SNS_MAX_MESSAGE_BYTES,
     CategoryRef,
     MessageAttribute,
     ModelRef,
@@ -13,6 +14,7 @@ from worker.core.verdict import (
     Verdict,
     largest_field,
     sns_message,
+    too_large_for_sns,
 )
 
 MOMENT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
@@ -85,3 +87,29 @@ def test_largest_field_names_the_field_that_takes_the_most_bytes() -> None:
 
     assert name == "unknown_codes"
     assert size == len(verdict.to_json().split('"unknown_codes":', 1)[1].split("]", 1)[0]) + 1
+
+
+def _verdict_of_size(size: int) -> Verdict:
+    """A verdict whose SNS message (no trace headers) is exactly ``size`` bytes."""
+    empty = sns_message(make_verdict(attributes={"pad": ""})).size
+    return make_verdict(attributes={"pad": "x" * (size - empty)})
+
+
+def test_a_verdict_of_exactly_the_sns_limit_is_not_too_large() -> None:
+    assert too_large_for_sns(_verdict_of_size(SNS_MAX_MESSAGE_BYTES)) is None
+
+
+def test_a_verdict_one_byte_over_the_sns_limit_is_too_large_naming_size_limit_and_field() -> None:
+    detail = too_large_for_sns(_verdict_of_size(SNS_MAX_MESSAGE_BYTES + 1))
+
+    assert detail is not None
+    assert detail.startswith(
+        f"the verdict would be an SNS message of {SNS_MAX_MESSAGE_BYTES + 1} bytes, more than "
+        f"SNS's limit of {SNS_MAX_MESSAGE_BYTES}; its largest field is 'attributes' ("
+    )
+
+
+def test_trace_headers_can_tip_a_verdict_over_the_sns_limit() -> None:
+    verdict = _verdict_of_size(SNS_MAX_MESSAGE_BYTES)
+
+    assert too_large_for_sns(verdict, traceparent=TRACEPARENT) is not None

@@ -140,6 +140,23 @@ def sns_message(
     return SnsMessage(verdict.to_json(), attributes)
 
 
+def too_large_for_sns(
+    verdict: Verdict, *, traceparent: str | None = None, aws_trace_header: str | None = None
+) -> str | None:
+    """Why the verdict's SNS message could never be published, or None when it fits.
+
+    The sentence names the size, SNS's limit and the verdict's largest field.
+    """
+    size = sns_message(verdict, traceparent=traceparent, aws_trace_header=aws_trace_header).size
+    if size <= SNS_MAX_MESSAGE_BYTES:
+        return None
+    name, field_size = largest_field(verdict)
+    return (
+        f"the verdict would be an SNS message of {size} bytes, more than SNS's limit of "
+        f"{SNS_MAX_MESSAGE_BYTES}; its largest field is '{name}' ({field_size} bytes)"
+    )
+
+
 def largest_field(verdict: Verdict) -> tuple[str, int]:
     """The verdict's largest top-level field and its size in the body (UTF-8 bytes of its JSON).
 
