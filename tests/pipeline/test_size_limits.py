@@ -1,4 +1,5 @@
-"""Size limits with a named outcome: oversized attributes and verdicts go to the DLQ at once.
+"""Size limits with a named outcome: oversized attributes and verdicts go to the DLQ at once;
+a malformed trace header is dropped rather than carried onto the verdict.
 
 The moderator tests use the real TGI adapter against the emulator over HTTP; the end-to-end tests
 run the production worker on moto's SQS and SNS with the emulator behind the SageMaker route.
@@ -240,3 +241,21 @@ async def test_a_300_kb_attributes_message_is_in_the_dlq_after_one_run_and_other
     safe = await take_all(sqs_client, local_resources.safe_subscriber_queue_url)
     assert [json.loads(message["Body"])["id"] for message in safe] == ["small"]
     assert await take_all(sqs_client, local_resources.queue_url) == []
+
+
+async def test_a_malformed_traceparent_never_reaches_the_verdict(
+    sqs_client: SQSClient, local_resources: LocalResources, model: RunningEmulator
+) -> None:
+    await sqs_client.send_message(
+        QueueUrl=local_resources.queue_url,
+        MessageBody=json.dumps({"id": "traced", "content": "How do I bake bread?"}),
+        MessageAttributes={"traceparent": {"DataType": "String", "StringValue": "00-abc-def-01"}},
+    )
+
+    with capture_logs() as logs:
+        await run_until_empty(settings_for(local_resources))
+
+    [verdict] = await take_all(sqs_client, local_resources.safe_subscriber_queue_url)
+    assert json.loads(verdict["Body"])["id"] == "traced"
+    assert string_attribute(verdict, "traceparent") is None
+    assert "traceparent_dropped" in [entry["event"] for entry in logs]
