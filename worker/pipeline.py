@@ -25,7 +25,7 @@ from worker.core.errors import (
 from worker.core.messages import ModerationRequest, decode_request
 from worker.core.prompt import PromptPlan, RenderedPrompt, plan_prompts
 from worker.core.taxonomy import PromptFormat, Taxonomy
-from worker.core.verdict import CategoryRef, Flag, ModelRef, Verdict
+from worker.core.verdict import CategoryRef, Flag, ModelRef, Verdict, too_large_for_sns
 from worker.ports import Classifier, Publication, ReceivedMessage, VerdictSink
 
 log = structlog.get_logger(__name__)
@@ -124,7 +124,17 @@ class Moderator:
         except PermanentClassifierError as exc:
             log.warning("classifier_rejected", error=str(exc))
             return DeadLetter("model_rejected", str(exc))
-        (error,) = await self._sink.publish([Publication(verdict, message.trace)])
+        publication = Publication(verdict, message.trace)
+        too_large = too_large_for_sns(
+            verdict,
+            traceparent=message.trace.traceparent,
+            aws_trace_header=message.trace.aws_trace_header,
+        )
+        if too_large is not None:
+            # Publishing would fail the same way on every attempt: dead-letter it now.
+            log.warning("verdict_too_large", error_code="verdict_too_large", error_detail=too_large)
+            return DeadLetter("verdict_too_large", too_large)
+        (error,) = await self._sink.publish([publication])
         if error is not None:
             log.warning("publish_failed", error=str(error))
             return RetryLater(f"publish: {error}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -10,9 +11,16 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
-from worker.adapters.sns import SnsSink, fifo_group_id, format_score
+from worker.adapters.sns import MAX_BATCH, SnsSink, batches, fifo_group_id
 from worker.core.errors import SinkError
-from worker.core.verdict import CategoryRef, ModelRef, Verdict
+from worker.core.verdict import (
+    SNS_MAX_MESSAGE_BYTES,
+    CategoryRef,
+    ModelRef,
+    Verdict,
+    format_score,
+    sns_message,
+)
 from worker.fakes import InMemorySink
 from worker.ports import Publication, TraceContext, VerdictSink
 
@@ -142,6 +150,40 @@ def _trace_of(message: MessageTypeDef) -> TraceContext:
         if "AWSTraceHeader" in attributes
         else None,
     )
+
+
+class PublishCalls:
+    """What the real SNS client was asked to send, recorded by botocore's own event hooks.
+
+    moto does not enforce PublishBatch's 256 KiB total, so the tests check the calls themselves.
+    """
+
+    def __init__(self, sns: SNSClient) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.singles: list[dict[str, Any]] = []
+        sns.meta.events.register("before-parameter-build.sns.PublishBatch", self._batch)
+        sns.meta.events.register("before-parameter-build.sns.Publish", self._single)
+
+    def _batch(self, params: dict[str, Any], **_: object) -> None:
+        self.batches.append(copy.deepcopy(params["PublishBatchRequestEntries"]))
+
+    def _single(self, params: dict[str, Any], **_: object) -> None:
+        self.singles.append(copy.deepcopy(params))
+
+
+def sns_size(entry: dict[str, Any]) -> int:
+    """An entry's size as SNS documents it: body plus attribute names, types and values."""
+    attributes = entry.get("MessageAttributes", {})
+    return len(entry["Message"].encode()) + sum(
+        len(name.encode()) + len(value["DataType"].encode()) + len(value["StringValue"].encode())
+        for name, value in attributes.items()
+    )
+
+
+def padded_verdict(verdict_id: str, size: int) -> Verdict:
+    """A safe verdict whose SNS message (no score, no trace) is exactly ``size`` bytes."""
+    empty = sns_message(make_verdict(verdict_id, attributes={"pad": ""})).size
+    return make_verdict(verdict_id, attributes={"pad": "x" * (size - empty)})
 
 
 # Synchronous on purpose: getfixturevalue can set up the async moto fixtures only from outside
@@ -321,6 +363,54 @@ class TestSnsSinkOnMoto:
         delivered = sorted(json.loads(m["Body"])["id"] for m in await sns_harness.messages("safe"))
         assert delivered == ["a", "c"]
 
+    async def test_a_batch_stays_within_256_kib_in_total(
+        self, sns_harness: SnsHarness, sns_client: SNSClient
+    ) -> None:
+        calls = PublishCalls(sns_client)
+        publications = [Publication(padded_verdict(f"p-{i}", 60_000)) for i in range(10)]
+
+        results = await sns_harness.sink.publish(publications)
+
+        assert list(results) == [None] * 10
+        assert calls.batches, "expected PublishBatch calls"
+        assert all(sum(map(sns_size, batch)) <= SNS_MAX_MESSAGE_BYTES for batch in calls.batches)
+
+    async def test_verdicts_split_by_size_are_all_delivered_once(
+        self, sns_harness: SnsHarness, sns_client: SNSClient
+    ) -> None:
+        calls = PublishCalls(sns_client)
+        publications = [Publication(padded_verdict(f"p-{i}", 60_000)) for i in range(10)]
+
+        await sns_harness.sink.publish(publications)
+
+        delivered = sorted(json.loads(d.body)["id"] for d in await sns_harness.delivered("safe"))
+        assert delivered == sorted(f"p-{i}" for i in range(10))
+        sent = [entry for batch in calls.batches for entry in batch] + calls.singles
+        assert len(sent) == 10
+
+    async def test_one_large_verdict_does_not_share_a_batch_it_would_overflow(
+        self, sns_harness: SnsHarness, sns_client: SNSClient
+    ) -> None:
+        calls = PublishCalls(sns_client)
+        small = [Publication(make_verdict(f"small-{i}")) for i in range(9)]
+        large = Publication(padded_verdict("large", SNS_MAX_MESSAGE_BYTES - 100))
+
+        results = await sns_harness.sink.publish([*small[:4], large, *small[4:]])
+
+        assert list(results) == [None] * 10
+        assert all(sum(map(sns_size, batch)) <= SNS_MAX_MESSAGE_BYTES for batch in calls.batches)
+
+    async def test_a_verdict_of_exactly_256_kib_is_published(
+        self, sns_harness: SnsHarness, sns_client: SNSClient
+    ) -> None:
+        calls = PublishCalls(sns_client)
+        verdict = padded_verdict("exact", SNS_MAX_MESSAGE_BYTES)
+
+        [result] = await sns_harness.sink.publish([Publication(verdict)])
+
+        assert result is None
+        assert [sns_size(call) for call in calls.singles] == [SNS_MAX_MESSAGE_BYTES]
+
     async def test_publish_to_a_missing_topic_names_the_aws_error(
         self, sns_harness: SnsHarness
     ) -> None:
@@ -387,6 +477,31 @@ class TestSnsSinkOnMoto:
         [message] = await fifo_harness.messages("safe")
         group = message.get("Attributes", {}).get("MessageGroupId")
         assert group == hashlib.sha256("post 8f2c ✓".encode()).hexdigest()
+
+
+class TestBatches:
+    """How the sink groups one topic's messages into PublishBatch calls."""
+
+    def test_ten_small_messages_make_one_batch(self) -> None:
+        assert batches(range(10), [100] * 10) == [list(range(10))]
+
+    def test_eleven_small_messages_make_two_batches_in_order(self) -> None:
+        assert batches(range(11), [100] * 11) == [list(range(MAX_BATCH)), [10]]
+
+    def test_messages_that_together_exceed_256_kib_are_split(self) -> None:
+        third = SNS_MAX_MESSAGE_BYTES // 3
+
+        assert batches(range(4), [third + 1] * 4) == [[0, 1], [2, 3]]
+
+    def test_messages_that_add_up_to_exactly_256_kib_share_a_batch(self) -> None:
+        half = SNS_MAX_MESSAGE_BYTES // 2
+
+        assert batches(range(2), [half, half]) == [[0, 1]]
+
+    def test_a_message_over_256_kib_goes_alone(self) -> None:
+        sizes = [10, SNS_MAX_MESSAGE_BYTES + 1, 10]
+
+        assert batches([7, 8, 9], sizes) == [[7], [8], [9]]
 
 
 class TestMessageFields:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 from botocore.exceptions import ClientError
+from structlog.testing import capture_logs
 
 from worker.adapters.sqs import FIFO_DEAD_LETTER_GROUP, MAX_ERROR_DETAIL_CHARS, SqsSource
 from worker.core.errors import SourceError
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 AWS_TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 NO_TRACE = TraceContext()
+# A 64-bit trace id (16 hex digits) where W3C asks for 128 bits (32).
+MALFORMED_TRACEPARENT = "00-4bf92f3577b34da6-00f067aa0ba902b7-01"
 
 
 @dataclass(frozen=True)
@@ -344,6 +347,82 @@ class TestMessageSourceContract:
 
         assert copied is False
         assert await harness.dead_letters() == []
+
+
+class TestTraceHeadersOnMoto:
+    """The SQS adapter forwards only well-formed trace headers (``worker.core.tracing``)."""
+
+    @pytest.fixture
+    def sqs_harness(self, sqs_client: SQSClient, local_resources: LocalResources) -> SqsHarness:
+        return SqsHarness(sqs_client, local_resources)
+
+    async def test_a_malformed_traceparent_is_dropped_on_receive(
+        self, sqs_harness: SqsHarness
+    ) -> None:
+        await sqs_harness.send("body", trace=TraceContext(MALFORMED_TRACEPARENT, AWS_TRACE_HEADER))
+
+        [message] = await sqs_harness.source.receive(10, 0)
+
+        assert message.trace == TraceContext(None, AWS_TRACE_HEADER)
+
+    async def test_a_dropped_traceparent_is_logged_with_the_message_id_and_reason(
+        self, sqs_harness: SqsHarness
+    ) -> None:
+        await sqs_harness.send("body", trace=TraceContext(MALFORMED_TRACEPARENT))
+
+        with capture_logs() as logs:
+            [message] = await sqs_harness.source.receive(10, 0)
+
+        [event] = [entry for entry in logs if entry["event"] == "traceparent_dropped"]
+        assert event["message_id"] == message.message_id
+        assert event["reason"] == "not version-traceid-parentid-flags in lowercase hex"
+        assert event["log_level"] == "warning"
+
+    async def test_a_long_malformed_traceparent_is_logged_only_in_part(
+        self, sqs_harness: SqsHarness
+    ) -> None:
+        hostile = "[" + " " * 10_000
+        await sqs_harness.send("body", trace=TraceContext(hostile))
+
+        with capture_logs() as logs:
+            await sqs_harness.source.receive(10, 0)
+
+        [event] = [entry for entry in logs if entry["event"] == "traceparent_dropped"]
+        assert event["length"] == len(hostile)
+        assert len(event["value_prefix"]) < 100
+
+    async def test_a_dropped_traceparent_is_not_on_the_dead_letter_copy(
+        self, sqs_harness: SqsHarness
+    ) -> None:
+        await sqs_harness.send("body", trace=TraceContext(MALFORMED_TRACEPARENT))
+        [message] = await sqs_harness.source.receive(10, 0)
+
+        await sqs_harness.source.dead_letter(message, "invalid_json", "not JSON")
+
+        [copy] = await sqs_harness.dead_letters()
+        assert copy.traceparent is None
+
+    async def test_a_well_formed_traceparent_is_received_without_a_log_line(
+        self, sqs_harness: SqsHarness
+    ) -> None:
+        await sqs_harness.send("body", trace=TraceContext(TRACEPARENT, AWS_TRACE_HEADER))
+
+        with capture_logs() as logs:
+            [message] = await sqs_harness.source.receive(10, 0)
+
+        assert message.trace == TraceContext(TRACEPARENT, AWS_TRACE_HEADER)
+        assert logs == []
+
+    async def test_a_malformed_aws_trace_header_is_dropped_and_logged(
+        self, sqs_harness: SqsHarness
+    ) -> None:
+        await sqs_harness.send("body", trace=TraceContext(TRACEPARENT, "not-an-x-ray-header"))
+
+        with capture_logs() as logs:
+            [message] = await sqs_harness.source.receive(10, 0)
+
+        assert message.trace == TraceContext(TRACEPARENT, None)
+        assert [entry["event"] for entry in logs] == ["aws_trace_header_dropped"]
 
 
 class TestSqsSourceOnMoto:

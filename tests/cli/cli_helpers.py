@@ -23,7 +23,7 @@ from typing import Final
 from worker.localstack import LOCAL_ACCESS_KEY, LOCAL_REGION
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
-VECTORS_DIR: Final = Path(__file__).resolve().parents[3] / "shared" / "llama-guard"
+VECTORS_DIR: Final = Path(__file__).resolve().parents[1] / "data" / "llama-guard"
 PROMPT_VECTORS: Final = VECTORS_DIR / "prompt-vectors.json"
 CLI: Final = (sys.executable, "-m", "worker.cli")
 

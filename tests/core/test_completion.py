@@ -18,7 +18,7 @@ from worker.core.completion import (
 from worker.core.taxonomy import Category, PromptFormat, Taxonomy, default_taxonomy
 
 OUTPUT_VECTORS = (
-    Path(__file__).resolve().parents[3] / "shared" / "llama-guard" / "output-vectors.json"
+    Path(__file__).resolve().parents[1] / "data" / "llama-guard" / "output-vectors.json"
 )
 
 # The vectors' "version" is the Llama Guard generation; 4 is read with the llama-guard-3 table.
@@ -34,8 +34,6 @@ LG3 = default_taxonomy(PromptFormat.LLAMA_GUARD_3)
 
 
 def _load() -> list[dict[str, Any]]:
-    if not OUTPUT_VECTORS.exists():
-        return []
     vectors: list[dict[str, Any]] = json.loads(OUTPUT_VECTORS.read_text(encoding="utf-8"))
     return vectors
 
@@ -43,7 +41,6 @@ def _load() -> list[dict[str, Any]]:
 VECTORS = _load()
 
 
-@pytest.mark.skipif(not VECTORS, reason=f"shared output vectors not found at {OUTPUT_VECTORS}")
 @pytest.mark.parametrize("vector", VECTORS, ids=[str(v["id"]) for v in VECTORS])
 def test_output_vector_parses_as_expected(vector: dict[str, Any]) -> None:
     taxonomy = default_taxonomy(VERSION_FORMATS[vector["version"]])
@@ -56,7 +53,6 @@ def test_output_vector_parses_as_expected(vector: dict[str, Any]) -> None:
     assert list(parsed.unknown_codes) == expected["unknown_codes"]
 
 
-@pytest.mark.skipif(not VECTORS, reason=f"shared output vectors not found at {OUTPUT_VECTORS}")
 @pytest.mark.parametrize("vector", VECTORS, ids=[str(v["id"]) for v in VECTORS])
 def test_output_vector_has_a_reason_exactly_when_invalid(vector: dict[str, Any]) -> None:
     parsed = parse_completion(vector["raw"], default_taxonomy(VERSION_FORMATS[vector["version"]]))

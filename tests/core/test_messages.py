@@ -10,6 +10,7 @@ import pytest
 from worker.core.errors import InvalidMessage
 from worker.core.messages import (
     DEFAULT_MAX_CONVERSATION_CHARS,
+    MAX_ATTRIBUTES_BYTES,
     MAX_ID_CHARS,
     ModerationRequest,
     decode_conversation,
@@ -28,6 +29,7 @@ DOCUMENTED_ERROR_CODES = {
     "empty_content",
     "invalid_text",
     "message_too_large",
+    "attributes_too_large",
 }
 
 
@@ -451,6 +453,49 @@ def test_non_object_attributes_are_a_schema_violation_naming_attributes(value: A
 
     assert error.error_code == "schema_violation"
     assert "'attributes'" in error.detail
+
+
+def _attributes_of_size(size: int, *, filler: str = "x") -> dict[str, str]:
+    """``{"blob": ...}`` whose compact UTF-8 JSON is exactly ``size`` bytes."""
+    overhead = len('{"blob":""}')
+    count, remainder = divmod(size - overhead, len(filler.encode("utf-8")))
+    assert remainder == 0
+    return {"blob": filler * count}
+
+
+def test_attributes_at_the_cap_are_accepted() -> None:
+    attributes = _attributes_of_size(MAX_ATTRIBUTES_BYTES)
+
+    assert decode_request(_content_body(attributes=attributes)).attributes == attributes
+
+
+def test_attributes_one_byte_over_the_cap_are_attributes_too_large() -> None:
+    error = _rejection(_content_body(attributes=_attributes_of_size(MAX_ATTRIBUTES_BYTES + 1)))
+
+    assert error.error_code == "attributes_too_large"
+
+
+def test_attributes_too_large_detail_names_the_field_the_size_and_the_limit() -> None:
+    error = _rejection(_content_body(attributes=_attributes_of_size(300_000)))
+
+    assert error.detail == (
+        "the field 'attributes' is 300000 bytes as compact UTF-8 JSON, more than the limit of "
+        f"{MAX_ATTRIBUTES_BYTES}"
+    )
+
+
+def test_attributes_size_counts_utf8_bytes_not_characters() -> None:
+    # 5 500 characters of three bytes each: far fewer characters than the cap, more bytes.
+    attributes = _attributes_of_size(len('{"blob":""}') + 5_500 * 3, filler="€")
+
+    assert _rejection(_content_body(attributes=attributes)).error_code == "attributes_too_large"
+
+
+def test_attributes_size_ignores_the_whitespace_of_the_incoming_body() -> None:
+    attributes = _attributes_of_size(MAX_ATTRIBUTES_BYTES)
+    spaced = json.dumps({"id": "a", "content": "x", "attributes": attributes}, indent=40)
+
+    assert decode_request(spaced).attributes == attributes
 
 
 # --- unknown fields -------------------------------------------------------------------------------

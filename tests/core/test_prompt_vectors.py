@@ -1,4 +1,4 @@
-"""Golden prompts: every entry of the shared prompt-vectors.json renders byte-exactly."""
+"""Golden prompts: every entry of the vendored prompt-vectors.json renders byte-exactly."""
 
 from __future__ import annotations
 
@@ -12,17 +12,11 @@ from worker.core.models import Turn
 from worker.core.prompt import plan_prompts, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
 
-VECTORS_DIR = Path(__file__).resolve().parents[3] / "shared" / "llama-guard"
+VECTORS_DIR = Path(__file__).resolve().parents[1] / "data" / "llama-guard"
 PROMPT_VECTORS = VECTORS_DIR / "prompt-vectors.json"
-
-pytestmark = pytest.mark.skipif(
-    not PROMPT_VECTORS.exists(), reason=f"shared prompt vectors not found at {PROMPT_VECTORS}"
-)
 
 
 def _load() -> list[dict[str, Any]]:
-    if not PROMPT_VECTORS.exists():
-        return []
     vectors: list[dict[str, Any]] = json.loads(PROMPT_VECTORS.read_text(encoding="utf-8"))
     return vectors
 

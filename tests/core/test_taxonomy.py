@@ -26,13 +26,11 @@ LG3 = PromptFormat.LLAMA_GUARD_3
 LG3_1B = PromptFormat.LLAMA_GUARD_3_1B
 
 PROMPT_VECTORS = (
-    Path(__file__).resolve().parents[3] / "shared" / "llama-guard" / "prompt-vectors.json"
+    Path(__file__).resolve().parents[1] / "data" / "llama-guard" / "prompt-vectors.json"
 )
 
 
 def _vector_block(fmt: PromptFormat) -> str:
-    if not PROMPT_VECTORS.exists():
-        pytest.skip(f"shared prompt vectors not found at {PROMPT_VECTORS}")
     vectors = json.loads(PROMPT_VECTORS.read_text(encoding="utf-8"))
     prompt = next(v["expected_prompt"] for v in vectors if v["format"] == str(fmt))
     match = re.search(

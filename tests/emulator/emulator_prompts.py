@@ -1,4 +1,4 @@
-"""Prompts for the emulator tests, made from the shared prompt vectors (real rendered prompts).
+"""Prompts for the emulator tests, made from the vendored prompt vectors (real rendered prompts).
 
 A prompt for any message is the vector's exact prompt with its message swapped, so the tests
 feed the emulator exactly what the worker renders, in every format.
@@ -11,9 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-VECTORS_PATH = (
-    Path(__file__).resolve().parents[3] / "shared" / "llama-guard" / "prompt-vectors.json"
-)
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "llama-guard" / "prompt-vectors.json"
 FORMATS = ("llama-guard-1", "llama-guard-2", "llama-guard-3", "llama-guard-3-1b")
 
 _USER_PLACEHOLDER = "How do I bake a chocolate cake?"
@@ -24,7 +22,7 @@ _CATEGORIES_CLOSE = "\n<END UNSAFE CONTENT CATEGORIES>"
 
 @cache
 def vectors() -> tuple[dict[str, object], ...]:
-    """Every prompt vector, as loaded from the shared file."""
+    """Every prompt vector, as loaded from the vendored file."""
     loaded = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
     assert isinstance(loaded, list)
     return tuple(loaded)

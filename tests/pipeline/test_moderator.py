@@ -22,6 +22,7 @@ from worker.ports import ReceivedMessage, TraceContext
 from worker.retrying import RetryingClassifier, RetryPolicy
 
 RECEIVED_AT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 FAST_RETRIES = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02, deadline=5)
 MakeModerator = Callable[..., Moderator]
 
@@ -34,7 +35,7 @@ def received(document: dict[str, Any] | str, *, receive_count: int = 1) -> Recei
         body=body,
         receive_count=receive_count,
         received_at=RECEIVED_AT,
-        trace=TraceContext(traceparent="00-abc-def-01"),
+        trace=TraceContext(traceparent=TRACEPARENT),
     )
 
 
@@ -110,7 +111,7 @@ async def test_trace_headers_travel_with_the_publication(
     make_moderator: MakeModerator, sink: InMemorySink
 ) -> None:
     await make_moderator().handle(received({"id": "p-3", "content": "hello there"}))
-    assert sink.all_published[0].trace.traceparent == "00-abc-def-01"
+    assert sink.all_published[0].trace.traceparent == TRACEPARENT
 
 
 async def test_assistant_turn_is_assessed_as_the_agent(make_moderator: MakeModerator) -> None:

@@ -1,22 +1,27 @@
-"""The SNS verdict sink: each verdict to the safe or unsafe topic, with filterable attributes."""
+"""The SNS verdict sink: each verdict to the safe or unsafe topic, with filterable attributes.
+
+Verdicts bound for one topic go out in PublishBatch calls that respect both of SNS's batch
+limits, ten entries and 256 KiB in all; a verdict larger than 256 KiB by itself goes alone, so
+SNS refuses only that one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from worker.adapters.aws import AWS_ERRORS, sink_entry_error, sink_error_from
 from worker.core.errors import SinkError
+from worker.core.verdict import SNS_MAX_MESSAGE_BYTES, SnsMessage, sns_message
 from worker.ports import Publication
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sns.type_defs import (
-        MessageAttributeValueTypeDef,
         PublishBatchRequestEntryTypeDef,
         PublishInputTypeDef,
     )
@@ -24,8 +29,6 @@ if TYPE_CHECKING:
     from worker.core.verdict import Verdict
 
 MAX_BATCH: Final = 10  # SNS PublishBatch limit
-# SNS filter policies compare numbers to five decimal places; more digits would only mislead.
-SCORE_DECIMALS: Final = 5
 # What SNS FIFO accepts in MessageGroupId / MessageDeduplicationId: 1-128 ASCII alphanumerics
 # and punctuation.
 _FIFO_ID: Final = re.compile(r"^[!-~]{1,128}$")
@@ -53,24 +56,22 @@ class SnsSink:
         by_topic: dict[str, list[int]] = {}
         for index, publication in enumerate(publications):
             by_topic.setdefault(self.topic_for(publication.verdict), []).append(index)
+        messages = [outgoing(publication) for publication in publications]
         calls = []
         for topic_arn, indexes in by_topic.items():
-            if len(indexes) == 1:
-                calls.append(self._publish_one(topic_arn, indexes[0], publications[indexes[0]]))
-                continue
-            for start in range(0, len(indexes), MAX_BATCH):
-                chunk = indexes[start : start + MAX_BATCH]
-                calls.append(self._publish_batch(topic_arn, chunk, publications))
+            for group in batches(indexes, [messages[index].sns.size for index in indexes]):
+                if len(group) == 1:
+                    calls.append(self._publish_one(topic_arn, group[0], messages[group[0]]))
+                else:
+                    calls.append(self._publish_batch(topic_arn, group, messages))
         results: list[Exception | None] = [None] * len(publications)
         for outcomes in await asyncio.gather(*calls):
             for index, error in outcomes:
                 results[index] = error
         return results
 
-    async def _publish_one(
-        self, topic_arn: str, index: int, publication: Publication
-    ) -> list[Outcome]:
-        entry = publish_entry(publication, entry_id="0", fifo=_is_fifo(topic_arn))
+    async def _publish_one(self, topic_arn: str, index: int, message: Outgoing) -> list[Outcome]:
+        entry = publish_entry(message, entry_id="0", fifo=_is_fifo(topic_arn))
         request: PublishInputTypeDef = {
             "TopicArn": topic_arn,
             "Message": entry["Message"],
@@ -87,12 +88,12 @@ class SnsSink:
         return [(index, None)]
 
     async def _publish_batch(
-        self, topic_arn: str, indexes: Sequence[int], publications: Sequence[Publication]
+        self, topic_arn: str, indexes: Sequence[int], messages: Sequence[Outgoing]
     ) -> list[Outcome]:
         fifo = _is_fifo(topic_arn)
         # Entry ids are positions in this chunk: verdict ids may hold characters SNS refuses here.
         entries = [
-            publish_entry(publications[index], entry_id=str(position), fifo=fifo)
+            publish_entry(messages[index], entry_id=str(position), fifo=fifo)
             for position, index in enumerate(indexes)
         ]
         try:
@@ -126,51 +127,64 @@ def _entry_outcome(
     return SinkError("SNS PublishBatch returned no result for the entry")
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A publication's SNS message, built once: it is both measured and sent."""
+
+    verdict: Verdict
+    sns: SnsMessage
+
+
+def outgoing(publication: Publication) -> Outgoing:
+    trace = publication.trace
+    return Outgoing(
+        publication.verdict,
+        sns_message(
+            publication.verdict,
+            traceparent=trace.traceparent,
+            aws_trace_header=trace.aws_trace_header,
+        ),
+    )
+
+
+def batches(indexes: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
+    """Consecutive groups of ``indexes`` within both PublishBatch limits.
+
+    ``sizes[i]`` is the size of ``indexes[i]``'s message. A group holds at most ``MAX_BATCH``
+    entries whose sizes add up to at most ``SNS_MAX_MESSAGE_BYTES``; an entry larger than that by
+    itself is put in a group of its own.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for index, size in zip(indexes, sizes, strict=True):
+        if current and (len(current) == MAX_BATCH or total + size > SNS_MAX_MESSAGE_BYTES):
+            groups.append(current)
+            current, total = [], 0
+        current.append(index)
+        total += size
+    if current:
+        groups.append(current)
+    return groups
+
+
 def publish_entry(
-    publication: Publication, *, entry_id: str, fifo: bool
+    message: Outgoing, *, entry_id: str, fifo: bool
 ) -> PublishBatchRequestEntryTypeDef:
-    """The PublishBatch entry for a publication (Publish takes the same fields)."""
-    verdict = publication.verdict
+    """The PublishBatch entry for a message (Publish takes the same fields)."""
+    verdict = message.verdict
     entry: PublishBatchRequestEntryTypeDef = {
         "Id": entry_id,
-        "Message": verdict.to_json(),
-        "MessageAttributes": message_attributes(publication),
+        "Message": message.sns.body,
+        "MessageAttributes": {
+            name: {"DataType": attribute.data_type, "StringValue": attribute.value}
+            for name, attribute in message.sns.attributes.items()
+        },
     }
     if fifo:
         entry["MessageGroupId"] = fifo_group_id(verdict)
         entry["MessageDeduplicationId"] = fifo_deduplication_id(verdict)
     return entry
-
-
-def message_attributes(publication: Publication) -> dict[str, MessageAttributeValueTypeDef]:
-    """The SNS message attributes subscribers filter on (at most six of SNS's ten).
-
-    ``categories`` is always present, as ``[]`` for a safe verdict: SNS accepts an empty JSON
-    array, and a filter on the attribute then sees "no categories" rather than "attribute missing".
-    """
-    verdict = publication.verdict
-    attributes: dict[str, MessageAttributeValueTypeDef] = {
-        "verdict": _string(verdict.verdict),
-        "categories": {
-            "DataType": "String.Array",
-            "StringValue": json.dumps([category.code for category in verdict.categories]),
-        },
-    }
-    if verdict.score is not None:
-        attributes["score"] = {"DataType": "Number", "StringValue": format_score(verdict.score)}
-    optional = {
-        "prompt_format": verdict.model.prompt_format,
-        "traceparent": publication.trace.traceparent,
-        "AWSTraceHeader": publication.trace.aws_trace_header,
-    }
-    # SNS refuses empty attribute values, so an empty one is left out rather than failing publish.
-    attributes.update({name: _string(value) for name, value in optional.items() if value})
-    return attributes
-
-
-def format_score(score: float) -> str:
-    """A Number attribute value: fixed-point, rounded to ``SCORE_DECIMALS``, no trailing zeros."""
-    return f"{score:.{SCORE_DECIMALS}f}".rstrip("0").rstrip(".")
 
 
 def fifo_group_id(verdict: Verdict) -> str:
@@ -190,10 +204,6 @@ def fifo_deduplication_id(verdict: Verdict) -> str:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _string(value: str) -> MessageAttributeValueTypeDef:
-    return {"DataType": "String", "StringValue": value}
 
 
 def _is_fifo(topic_arn: str) -> bool:

@@ -1,4 +1,8 @@
-"""The SQS message source: receive, delete, change visibility and dead-letter on Amazon SQS."""
+"""The SQS message source: receive, delete, change visibility and dead-letter on Amazon SQS.
+
+Trace headers are checked as messages are read (``worker.core.tracing``): a malformed one is
+dropped and logged here, so it reaches neither the verdict nor a dead-letter copy.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
+import structlog
+
 from worker.adapters.aws import AWS_ERRORS, source_error_from
+from worker.core.tracing import aws_trace_header_problem, traceparent_problem
 from worker.ports import ReceivedMessage, TraceContext
 
 if TYPE_CHECKING:
@@ -39,6 +46,10 @@ _SYSTEM_ATTRIBUTES: Final[Sequence[MessageSystemAttributeNameType]] = (
 )
 
 ItemT = TypeVar("ItemT")
+# How much of a dropped trace header the log line shows: enough to recognise, bounded.
+_LOGGED_HEADER_CHARS: Final = 80
+
+log = structlog.get_logger(__name__)
 
 
 def utc_now() -> datetime:
@@ -146,18 +157,44 @@ class SqsSource:
 
 def _received(message: MessageTypeDef, received_at: datetime) -> ReceivedMessage:
     system = message.get("Attributes", {})
+    message_id = message.get("MessageId", "")
+    traceparent = _string_attribute(message.get("MessageAttributes", {}), TRACEPARENT)
+    aws_trace_header = system.get("AWSTraceHeader")
     return ReceivedMessage(
-        message_id=message.get("MessageId", ""),
+        message_id=message_id,
         receipt_handle=message.get("ReceiptHandle", ""),
         body=message.get("Body", ""),
         receive_count=int(system.get("ApproximateReceiveCount", "1")),
         received_at=received_at,
         group_id=system.get("MessageGroupId"),
         trace=TraceContext(
-            traceparent=_string_attribute(message.get("MessageAttributes", {}), TRACEPARENT),
-            aws_trace_header=system.get("AWSTraceHeader"),
+            traceparent=_checked(
+                traceparent, traceparent_problem, "traceparent_dropped", message_id
+            ),
+            aws_trace_header=_checked(
+                aws_trace_header, aws_trace_header_problem, "aws_trace_header_dropped", message_id
+            ),
         ),
     )
+
+
+def _checked(
+    value: str | None, problem_of: Callable[[str], str | None], event: str, message_id: str
+) -> str | None:
+    """The header if it is well-formed; otherwise None, and the drop is logged as ``event``."""
+    if not value:
+        return None
+    problem = problem_of(value)
+    if problem is None:
+        return value
+    log.warning(
+        event,
+        message_id=message_id,
+        reason=problem,
+        length=len(value),
+        value_prefix=value[:_LOGGED_HEADER_CHARS],
+    )
+    return None
 
 
 def _string_attribute(attributes: Mapping[str, Mapping[str, object]], name: str) -> str | None:

@@ -11,6 +11,7 @@ Error codes (the ``error_code`` attribute of a dead-lettered message):
     empty_content      a message's content is empty or only whitespace
     invalid_text       text holds characters that cannot be encoded (lone UTF-16 surrogates)
     message_too_large  the conversation is longer than the configured limit
+    attributes_too_large  ``attributes`` is larger than ``MAX_ATTRIBUTES_BYTES`` encoded
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from worker.core.errors import InvalidMessage
 from worker.core.models import Role, Turn
 
 MAX_ID_CHARS: Final = 256
+# ``attributes`` is echoed onto the verdict, and an SNS message (body and attributes) is at most
+# 256 KiB: 16 KiB of caller data leaves the verdict far from that limit. Measured the way the
+# verdict writes it: compact JSON, UTF-8 bytes.
+MAX_ATTRIBUTES_BYTES: Final = 16 * 1024
 DEFAULT_MAX_CONVERSATION_CHARS: Final = 100_000
 _ROLES: Final[Mapping[str, Role]] = {"user": "user", "assistant": "assistant", "agent": "assistant"}
 
@@ -151,7 +156,15 @@ def _attributes(document: dict[str, Any]) -> Mapping[str, Any]:
         raise InvalidMessage(
             "schema_violation", f"the field 'attributes' must be an object, not {_json_type(value)}"
         )
-    _check_encodable(json.dumps(value, ensure_ascii=False), "attributes")
+    encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    _check_encodable(encoded, "attributes")
+    size = len(encoded.encode("utf-8"))
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise InvalidMessage(
+            "attributes_too_large",
+            f"the field 'attributes' is {size} bytes as compact UTF-8 JSON, more than the limit "
+            f"of {MAX_ATTRIBUTES_BYTES}",
+        )
     return value
 
 
