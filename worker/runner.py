@@ -280,14 +280,14 @@ class Runner:
         return None
 
     def _hold(self, batch: Sequence[ReceivedMessage]) -> list[Lease]:
+        self._stats.received += len(batch)
+        metrics.MESSAGES_RECEIVED.inc(len(batch))
         leases = [Lease(message) for message in batch]
         for lease in leases:
             self._leases[lease.message.receipt_handle] = lease
         return leases
 
     def _start(self, batch: Sequence[ReceivedMessage]) -> None:
-        self._stats.received += len(batch)
-        metrics.MESSAGES_RECEIVED.inc(len(batch))
         for group in _ordered_groups(self._hold(batch)):
             task = asyncio.create_task(self._process_group(group))
             self._groups.add(task)
