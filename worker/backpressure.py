@@ -34,7 +34,7 @@ from worker.core.errors import (
 )
 from worker.core.models import Completion
 from worker.ports import Classifier
-from worker.shutdown import sleep_unless_stopped
+from worker.shutdown import sleep_unless_stopped, unless_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -175,11 +175,18 @@ class EndpointGuard:
             if stop.is_set():
                 return
             try:
-                await self._observed(self._inner.classify(self._probe_prompt))
+                # A hanging endpoint must not hold up shutdown until the request timeout.
+                answered, _ = await unless_stopped(self._probe(), stop)
             except ClassifierError as exc:
                 log.warning("circuit_probe_failed", error_type=type(exc).__name__)
             else:
-                log.info("circuit_probe_succeeded")
+                if answered:
+                    log.info("circuit_probe_succeeded")
+                else:
+                    log.info("circuit_probe_abandoned_on_stop")
+
+    async def _probe(self) -> Completion:
+        return await self._observed(self._inner.classify(self._probe_prompt))
 
     async def _observed(self, call: Awaitable[Completion]) -> Completion:
         try:

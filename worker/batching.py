@@ -44,6 +44,11 @@ class MicroBatcher(Generic[Item, Result]):
         # A caller that is cancelled still lets the batch complete for the others.
         return await asyncio.shield(future)
 
+    @property
+    def backlog(self) -> int:
+        """Items waiting for a flush plus flushes in progress (empty when idle)."""
+        return len(self._pending) + len(self._flushes)
+
     async def aclose(self) -> None:
         """Flush what is pending and wait for every flush in progress."""
         self._start_flush()

@@ -37,6 +37,21 @@ class DeadLetter:
     trace: TraceContext
 
 
+@dataclass(frozen=True, slots=True)
+class SourceCall:
+    """One delete or visibility change as the fake applied it, for one receipt handle.
+
+    ``lapsed`` is true when the message's visibility had already run out (it could have been
+    received by someone else) or it had been released: a heartbeat that came too late, or a
+    change that re-hid a message already let go.
+    """
+
+    operation: Literal["delete", "change_visibility"]
+    receipt_handle: str
+    seconds: int | None
+    lapsed: bool
+
+
 @dataclass(slots=True)
 class _Stored:
     message_id: str
@@ -79,6 +94,7 @@ class InMemorySource:
         self._failures: Counter[SourceOperation] = Counter()
         self.dead_letters: list[DeadLetter] = []
         self.visibility_changes: list[tuple[str, int]] = []
+        self.calls: list[SourceCall] = []
 
     # --- test controls and inspection ---
 
@@ -101,6 +117,18 @@ class InMemorySource:
     def remaining(self) -> int:
         """Messages not deleted yet, visible or in flight."""
         return sum(1 for message in self._messages if not message.deleted)
+
+    def calls_for(self, receipt_handle: str) -> list[SourceCall]:
+        """The deletes and visibility changes applied with one receipt handle, in order."""
+        return [call for call in self.calls if call.receipt_handle == receipt_handle]
+
+    def lapsed_calls(self) -> list[SourceCall]:
+        """Calls that landed on a message no longer hidden (see ``SourceCall.lapsed``)."""
+        return [call for call in self.calls if call.lapsed]
+
+    def receive_counts(self) -> dict[str, int]:
+        """How many times each message was received, by message id."""
+        return {m.message_id: m.receive_count for m in self._messages}
 
     def in_flight(self) -> list[str]:
         """Ids of messages received and still invisible."""
@@ -134,6 +162,8 @@ class InMemorySource:
             if stored is None:
                 failed.append(message)
             else:
+                lapsed = stored.visible_at <= self._clock() and not stored.deleted
+                self.calls.append(SourceCall("delete", message.receipt_handle, None, lapsed))
                 stored.deleted = True
         return failed
 
@@ -148,6 +178,10 @@ class InMemorySource:
             if stored is None or stored.deleted:
                 failed.append(message)
                 continue
+            lapsed = stored.visible_at <= self._clock()
+            self.calls.append(
+                SourceCall("change_visibility", message.receipt_handle, seconds, lapsed)
+            )
             stored.visible_at = self._clock() + seconds
             self.visibility_changes.append((message.message_id, seconds))
             if seconds == 0:

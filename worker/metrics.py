@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+EVENT_LOOP_LAG = Histogram(
+    "moderation_event_loop_lag_seconds",
+    "How much later than scheduled the event loop woke a periodic timer; high means blocked.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
 MESSAGES_RECEIVED = Counter(
     "moderation_messages_received", "Messages received from the source queue."
 )

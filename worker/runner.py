@@ -3,21 +3,35 @@
 Only the runner turns pipeline outcomes into source calls: ``Ack`` deletes (batched),
 ``RetryLater`` releases with a delay that grows with the receive count, ``DeadLetter`` copies the
 message to the dead-letter queue and then deletes it.
+
+Every message received is held as one ``Lease`` until it is settled, and walks its stages in
+order: received (held, perhaps waiting behind its FIFO group) → moderating → settling → done.
+The runner keeps leases only while they are held, so nothing it keeps grows with the number of
+messages handled. Three things walk the leases:
+
+- the heartbeat: one task for the whole runner extends every lease not yet settling, every third
+  of the visibility timeout, so FIFO messages waiting behind their group stay hidden too;
+- settling: a lease first stops taking heartbeats, then waits for the extension in flight (if
+  any) to land, and only then deletes or releases, so a late heartbeat never re-hides it;
+- shutdown: whatever is still held when the drain ends, or arrives from a receive during
+  shutdown, is released at once (visibility 0).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 import structlog
 
 from worker import metrics
 from worker.batching import MicroBatcher
 from worker.core.errors import SourceError
+from worker.loop_lag import watch_loop_lag
 from worker.pipeline import Ack, DeadLetter, Outcome, RetryLater
 from worker.ports import MessageSource, ReceivedMessage
 from worker.shutdown import sleep_unless_stopped
@@ -60,23 +74,69 @@ class RunnerConfig:
     burst: bool = False
     release_delay_base: float = 5.0
     release_delay_max: float = 300.0
+    # On stop, how long a receive already in flight may still finish: a response on its way
+    # carries messages that SQS has hidden, and they are released rather than stranded.
+    receive_grace: float = 0.5
+    batch_linger: float = 0.02
+    loop_lag_interval: float = 0.5
 
     def release_delay(self, receive_count: int) -> int:
         """Seconds before a released message comes back: doubling per receive, capped."""
         exponent = max(receive_count - 1, 0)
         return int(min(self.release_delay_base * 2 ** min(exponent, 30), self.release_delay_max))
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """A third of the visibility timeout: a lease held just after a tick is extended by the
+        next one, with two thirds of its timeout to spare for the call itself."""
+        return self.visibility_timeout / 3
+
 
 @dataclass
 class RunStats:
-    """What one run did, for logs, the demo and tests."""
+    """Counters of what one run did, for logs, the demo and tests (per-message detail goes to
+    the runner's ``on_outcome`` callback; nothing here grows with the messages handled)."""
 
     received: int = 0
     acked: int = 0
     retried: int = 0
     dead_lettered: int = 0
     released_on_shutdown: int = 0
-    outcomes: list[tuple[ReceivedMessage, Outcome]] = field(default_factory=list)
+
+
+class Stage(enum.Enum):
+    """Where a held message is in its life."""
+
+    RECEIVED = "received"
+    MODERATING = "moderating"
+    SETTLING = "settling"
+    DONE = "done"
+
+
+@dataclass(eq=False, slots=True)
+class Lease:
+    """One received message while the runner holds it."""
+
+    message: ReceivedMessage
+    stage: Stage = Stage.RECEIVED
+    # The heartbeat's extension covering this lease, while it is in flight.
+    extension: asyncio.Future[None] | None = None
+    # The delete or release that settles it, once started; drain waits for it.
+    settlement: asyncio.Future[None] | None = None
+
+    @property
+    def wants_heartbeat(self) -> bool:
+        return self.stage in (Stage.RECEIVED, Stage.MODERATING)
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What the runner is holding right now; all zero when it is idle."""
+
+    leases: int
+    group_tasks: int
+    pending_deletes: int
+    pending_visibility_changes: int
 
 
 class Runner:
@@ -97,28 +157,54 @@ class Runner:
         self._config = config
         self._on_outcome = on_outcome
         self._stats = RunStats()
-        self._tasks: dict[asyncio.Task[None], list[ReceivedMessage]] = {}
-        self._settling: set[str] = set()
+        self._leases: dict[str, Lease] = {}  # by receipt handle, only while held
+        self._groups: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
-        self._deletes = MicroBatcher(self._delete_batch)
-        self._visibility = MicroBatcher(self._visibility_batch)
+        self._polling_ended = asyncio.Event()
+        self._deletes = MicroBatcher(self._delete_batch, linger=config.batch_linger)
+        self._visibility = MicroBatcher(self._visibility_batch, linger=config.batch_linger)
+
+    def held(self) -> dict[str, Stage]:
+        """The stage of every message held now, by message id."""
+        return {lease.message.message_id: lease.stage for lease in self._leases.values()}
+
+    def footprint(self) -> Footprint:
+        return Footprint(
+            leases=len(self._leases),
+            group_tasks=len(self._groups),
+            pending_deletes=self._deletes.backlog,
+            pending_visibility_changes=self._visibility.backlog,
+        )
 
     async def run(self, stop: asyncio.Event) -> RunStats:
         """Work until ``stop`` is set (or, in burst mode, the queue is empty), then drain."""
         log.info("worker_started", max_in_flight=self._config.max_in_flight)
         self._stopping = stop
+        background = [
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(watch_loop_lag(self._config.loop_lag_interval)),
+        ]
         try:
-            await self._poll(stop)
+            try:
+                await self._poll(stop)
+            finally:
+                self._polling_ended.set()
+                await self._drain()
         finally:
-            await self._drain()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
         log.info(
             "worker_stopped",
             received=self._stats.received,
             acked=self._stats.acked,
             retried=self._stats.retried,
             dead_lettered=self._stats.dead_lettered,
+            released_on_shutdown=self._stats.released_on_shutdown,
         )
         return self._stats
+
+    # --- receiving ---
 
     async def _poll(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -127,9 +213,7 @@ class Runner:
             if free is None:
                 return
             try:
-                batch = await _until_stopped(
-                    self._source.receive(min(RECEIVE_BATCH, free), self._config.wait_seconds), stop
-                )
+                batch = await self._receive(min(RECEIVE_BATCH, free), stop)
             except SourceError as exc:
                 failures += 1
                 delay = min(2.0 ** min(failures, 10) / 2, _RECEIVE_ERROR_BACKOFF_MAX)
@@ -138,16 +222,40 @@ class Runner:
                 await sleep_unless_stopped(delay, stop)
                 continue
             failures = 0
-            if batch is None:
-                return
             if stop.is_set():
-                self._stats.released_on_shutdown += len(batch)
-                await self._release(batch)
+                if batch:
+                    log.info("received_during_shutdown_released", count=len(batch))
+                    await self._release(self._hold(batch), on_shutdown=True)
                 return
-            if not batch and self._config.burst and not self._tasks:
+            if not batch and self._config.burst and not self._leases:
                 log.info("queue_empty_burst_done")
                 return
             self._start(batch)
+
+    async def _receive(self, max_messages: int, stop: asyncio.Event) -> Sequence[ReceivedMessage]:
+        """One receive that ends soon after ``stop``.
+
+        A receive already under way when stop is set gets ``receive_grace`` seconds to finish,
+        so messages it took are returned (and then released) rather than left hidden until their
+        visibility timeout; after that it is cancelled and returns nothing.
+        """
+        receiving = asyncio.ensure_future(
+            self._source.receive(max_messages, self._config.wait_seconds)
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done():
+                await asyncio.wait({receiving}, timeout=self._config.receive_grace)
+        finally:
+            stopping.cancel()
+            if not receiving.done():
+                receiving.cancel()
+                await asyncio.gather(receiving, return_exceptions=True)
+        if receiving.cancelled():
+            log.info("receive_abandoned_on_stop")
+            return []
+        return receiving.result()
 
     async def _free_slots(self, stop: asyncio.Event) -> int | None:
         """Wait until the endpoint is ready and a slot is free; None when stop was requested."""
@@ -156,14 +264,14 @@ class Runner:
             if self._gate is not None:
                 await self._gate.wait_until_ready(stop)
                 limit = min(limit, self._gate.receive_capacity())
-            free = limit - self._in_flight_count()
+            free = limit - len(self._leases)
             if free > 0:
                 return free
             # Re-check now and then even with nothing finishing: the limit moves by itself.
             stopper = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait(
-                    [*self._tasks, stopper],
+                    [*self._groups, stopper],
                     timeout=_CAPACITY_RECHECK_SECONDS,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -171,60 +279,57 @@ class Runner:
                 stopper.cancel()
         return None
 
-    def _in_flight_count(self) -> int:
-        return sum(len(messages) for messages in self._tasks.values())
-
-    def _start(self, batch: Sequence[ReceivedMessage]) -> None:
+    def _hold(self, batch: Sequence[ReceivedMessage]) -> list[Lease]:
         self._stats.received += len(batch)
         metrics.MESSAGES_RECEIVED.inc(len(batch))
-        for group in _ordered_groups(batch):
-            task = asyncio.create_task(self._process_group(group))
-            self._tasks[task] = group
-            task.add_done_callback(self._tasks.pop)
+        leases = [Lease(message) for message in batch]
+        for lease in leases:
+            self._leases[lease.message.receipt_handle] = lease
+        return leases
 
-    async def _process_group(self, group: list[ReceivedMessage]) -> None:
+    def _start(self, batch: Sequence[ReceivedMessage]) -> None:
+        for group in _ordered_groups(self._hold(batch)):
+            task = asyncio.create_task(self._process_group(group))
+            self._groups.add(task)
+            task.add_done_callback(self._groups.discard)
+
+    # --- moderating ---
+
+    async def _process_group(self, group: list[Lease]) -> None:
         """A FIFO group in order; after a failure, the rest of the group is released.
 
         On shutdown, messages of the group that have not started yet are released at once.
         """
-        for index, message in enumerate(group):
+        for index, lease in enumerate(group):
             if index > 0 and self._stopping.is_set():
-                self._stats.released_on_shutdown += len(group) - index
-                await self._release(group[index:])
+                # Not before the last receive has ended: it could take them straight back.
+                await self._polling_ended.wait()
+                await self._release(group[index:], on_shutdown=True)
                 return
-            outcome = await self._process(message)
-            self._forget(message)
-            if isinstance(outcome, RetryLater) and message.group_id is not None:
+            outcome = await self._process(lease)
+            if isinstance(outcome, RetryLater) and lease.message.group_id is not None:
                 rest = group[index + 1 :]
                 if rest:
                     log.info("fifo_group_released", group_size=len(rest))
                     await self._release(rest)
                 return
 
-    def _forget(self, message: ReceivedMessage) -> None:
-        """Drop a settled message from its task's list, so a drain does not release it."""
-        current = asyncio.current_task()
-        if current is not None and current in self._tasks:
-            self._tasks[current] = [m for m in self._tasks[current] if m is not message]
-
-    async def _process(self, message: ReceivedMessage) -> Outcome:
+    async def _process(self, lease: Lease) -> Outcome:
+        message = lease.message
         started = time.monotonic()
         with structlog.contextvars.bound_contextvars(
             message_id=message.message_id, receive_count=message.receive_count
         ):
+            lease.stage = Stage.MODERATING
             metrics.IN_FLIGHT.inc()
-            heartbeat = asyncio.create_task(self._heartbeat(message))
             try:
                 outcome = await self._handle(message)
             finally:
-                heartbeat.cancel()
                 metrics.IN_FLIGHT.dec()
-            self._settling.add(message.receipt_handle)
-            try:
-                await self._settle(message, outcome)
-            finally:
-                # Needed only while settling; kept, the set would grow for the process's life.
-                self._settling.discard(message.receipt_handle)
+            # Shielded: a drain that cancels this task still lets the settling call complete.
+            await asyncio.shield(
+                self._settle_leases([lease], lambda: self._settle(message, outcome))
+            )
             metrics.HANDLE_SECONDS.observe(time.monotonic() - started)
         return outcome
 
@@ -235,10 +340,38 @@ class Runner:
             log.exception("handler_failed", error_type=type(exc).__name__)
             return RetryLater(f"internal error: {type(exc).__name__}")
 
+    # --- settling ---
+
+    def _settle_leases(
+        self, leases: Sequence[Lease], settle: Callable[[], Awaitable[None]]
+    ) -> asyncio.Future[None]:
+        """Stop the heartbeat for ``leases``, then run ``settle`` once their extensions landed.
+
+        The stage changes before this returns, so no later heartbeat tick picks them up.
+        """
+        for lease in leases:
+            lease.stage = Stage.SETTLING
+        settlement = asyncio.ensure_future(self._settling(leases, settle))
+        for lease in leases:
+            lease.settlement = settlement
+        return settlement
+
+    async def _settling(
+        self, leases: Sequence[Lease], settle: Callable[[], Awaitable[None]]
+    ) -> None:
+        try:
+            extensions = {lease.extension for lease in leases if lease.extension is not None}
+            if extensions:
+                await asyncio.gather(*extensions, return_exceptions=True)
+            await settle()
+        finally:
+            for lease in leases:
+                lease.stage = Stage.DONE
+                self._leases.pop(lease.message.receipt_handle, None)
+
     async def _settle(self, message: ReceivedMessage, outcome: Outcome) -> None:
         if self._on_outcome is not None:
             self._on_outcome(message, outcome)
-        self._stats.outcomes.append((message, outcome))
         if isinstance(outcome, Ack):
             self._stats.acked += 1
             metrics.OUTCOMES.labels("ack").inc()
@@ -278,14 +411,6 @@ class Runner:
         if not await self._visibility.submit((message, seconds)):
             log.warning("visibility_change_failed", visibility_seconds=seconds)
 
-    async def _heartbeat(self, message: ReceivedMessage) -> None:
-        """Keep extending the message's visibility while it is being worked on."""
-        timeout = self._config.visibility_timeout
-        while True:
-            await asyncio.sleep(timeout / 3)
-            await self._change_visibility(message, timeout)
-            log.debug("visibility_extended", visibility_seconds=timeout)
-
     async def _delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[bool]:
         failed = {m.receipt_handle for m in await self._source.delete(messages)}
         return [message.receipt_handle not in failed for message in messages]
@@ -294,60 +419,89 @@ class Runner:
         failed = {m.receipt_handle for m in await self._source.change_visibility(changes)}
         return [message.receipt_handle not in failed for message, _ in changes]
 
-    async def _release(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Make messages visible again at once (work that will not be done here)."""
-        if not messages:
+    async def _release(self, leases: Sequence[Lease], *, on_shutdown: bool = False) -> None:
+        """Make held messages visible again at once (work that will not be done here)."""
+        if not leases:
             return
-        failed = await self._source.change_visibility([(message, 0) for message in messages])
+        if on_shutdown:
+            self._stats.released_on_shutdown += len(leases)
+
+        async def release() -> None:
+            changes = [(lease.message, 0) for lease in leases]
+            failed = await self._source.change_visibility(changes)
+            if failed:
+                log.warning("release_failed", count=len(failed))
+
+        await asyncio.shield(self._settle_leases(leases, release))
+
+    # --- heartbeat ---
+
+    async def _heartbeat(self) -> None:
+        """Every third of the visibility timeout, extend every lease not yet settling.
+
+        Ticks keep a fixed cadence (a slow extension call does not push the next one later).
+        """
+        loop = asyncio.get_running_loop()
+        interval = self._config.heartbeat_interval
+        next_tick = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(next_tick - loop.time(), 0.0))
+            next_tick += interval
+            due = [lease for lease in self._leases.values() if lease.wants_heartbeat]
+            if not due:
+                continue
+            # Chosen and marked in one step (no await between), so a lease that starts settling
+            # later sees this extension and waits for it.
+            extension = asyncio.ensure_future(self._extend(due))
+            for lease in due:
+                lease.extension = extension
+            await asyncio.gather(extension, return_exceptions=True)
+            for lease in due:
+                if lease.extension is extension:
+                    lease.extension = None
+
+    async def _extend(self, leases: Sequence[Lease]) -> None:
+        timeout = self._config.visibility_timeout
+        try:
+            failed = await self._source.change_visibility(
+                [(lease.message, timeout) for lease in leases]
+            )
+        except Exception as exc:  # noqa: BLE001 - a heartbeat failure must not end the heartbeat
+            log.warning("visibility_extension_failed", error=str(exc), count=len(leases))
+            return
         if failed:
-            log.warning("release_failed", count=len(failed))
+            log.warning("visibility_extension_failed", count=len(failed))
+        log.debug("visibility_extended", count=len(leases), visibility_seconds=timeout)
+
+    # --- shutdown ---
 
     async def _drain(self) -> None:
         """Finish in-flight work within the drain timeout, then release what is left."""
-        if self._tasks:
-            log.info("draining", in_flight=self._in_flight_count())
-            _, pending = await asyncio.wait(list(self._tasks), timeout=self._config.drain_timeout)
-            unfinished = [
-                message
-                for task in pending
-                for message in self._tasks.get(task, [])
-                if message.receipt_handle not in self._settling
-            ]
+        if self._groups:
+            log.info("draining", in_flight=len(self._leases))
+            _, pending = await asyncio.wait(self._groups, timeout=self._config.drain_timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            if unfinished:
-                log.warning("drain_timeout_releasing", count=len(unfinished))
-                self._stats.released_on_shutdown += len(unfinished)
-                await self._release(unfinished)
+        unsettled = [lease for lease in self._leases.values() if lease.settlement is None]
+        if unsettled:
+            log.warning("drain_timeout_releasing", count=len(unsettled))
+            await self._release(unsettled, on_shutdown=True)
+        # Settling started before the cancel (shielded) still completes.
+        settling = {lease.settlement for lease in self._leases.values() if lease.settlement}
+        await asyncio.gather(*settling, return_exceptions=True)
         await self._deletes.aclose()
         await self._visibility.aclose()
 
 
-def _ordered_groups(batch: Sequence[ReceivedMessage]) -> list[list[ReceivedMessage]]:
+def _ordered_groups(leases: Sequence[Lease]) -> list[list[Lease]]:
     """Standard-queue messages stand alone; FIFO messages of one group stay together, in order."""
-    groups: dict[str, list[ReceivedMessage]] = {}
-    singles: list[list[ReceivedMessage]] = []
-    for message in batch:
-        if message.group_id is None:
-            singles.append([message])
+    groups: dict[str, list[Lease]] = {}
+    singles: list[list[Lease]] = []
+    for lease in leases:
+        group_id = lease.message.group_id
+        if group_id is None:
+            singles.append([lease])
         else:
-            groups.setdefault(message.group_id, []).append(message)
+            groups.setdefault(group_id, []).append(lease)
     return singles + list(groups.values())
-
-
-async def _until_stopped(
-    receive: Coroutine[Any, Any, Sequence[ReceivedMessage]], stop: asyncio.Event
-) -> Sequence[ReceivedMessage] | None:
-    """Await a receive unless stop is set first; then the long poll is abandoned (None)."""
-    receiving = asyncio.ensure_future(receive)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if receiving.done():
-        return receiving.result()
-    receiving.cancel()
-    await asyncio.gather(receiving, return_exceptions=True)
-    return None

@@ -195,6 +195,36 @@ async def test_a_stop_signal_ends_an_idle_worker_promptly_with_exit_code_0(
     assert child.saw("worker_stopped")
 
 
+async def test_sigterm_ends_an_idle_worker_promptly_while_its_circuit_probe_hangs(
+    sqs_client: SQSClient, local_resources: LocalResources, emulator: RunningEmulator
+) -> None:
+    """The circuit is open and its probe hangs on the endpoint (which would answer after a
+    minute; the worker would wait 70 s): SIGTERM still ends the worker within DESIGN.md's 2 s."""
+    emulator.faults.down = True
+    await send(sqs_client, local_resources.queue_url, {"id": "opens-1", "content": SAFE_TEXT})
+    environment = worker_environment(
+        local_resources,
+        emulator,
+        MODERATION_RECEIVE_WAIT_SECONDS="1",
+        MODERATION_CIRCUIT_FAILURE_THRESHOLD="1",
+        MODERATION_CIRCUIT_PROBE_INTERVAL="0.1",
+        MODERATION_RETRY_ATTEMPTS="1",
+    )
+    async with worker_process(environment) as child:
+        await child.wait_for_event("circuit_opened")
+        emulator.faults.update({"down": False, "hang_rate": 1.0, "hang_seconds": 60.0})
+        await wait_until(lambda: emulator.stats.in_flight == 1, within=STARTUP_TIMEOUT)
+
+        signalled = time.monotonic()
+        child.process.send_signal(signal.SIGTERM)
+        code = await child.wait()
+        elapsed = time.monotonic() - signalled
+
+    assert code == 0
+    assert elapsed < IDLE_EXIT_SECONDS
+    assert child.saw("circuit_probe_abandoned_on_stop")
+
+
 @pytest.mark.slow
 async def test_sigterm_lets_the_message_in_flight_finish_and_publish_before_exit(
     sqs_client: SQSClient, local_resources: LocalResources, slow_emulator: RunningEmulator

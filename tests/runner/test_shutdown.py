@@ -1,0 +1,173 @@
+"""Shutdown: what a receive returns after stop is released at once, and the probe watches stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+from conditions import wait_until
+from structlog.testing import capture_logs
+from test_runner import ScriptedHandler, config
+
+from worker.adapters.sqs import SqsSource
+from worker.adapters.tgi import TgiClassifier
+from worker.backpressure import EndpointGuard, GuardPolicy
+from worker.core.errors import EndpointUnavailable
+from worker.core.models import Turn
+from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
+from worker.core.taxonomy import PromptFormat, default_taxonomy
+from worker.emulator import RunningEmulator
+from worker.fakes import InMemorySource
+from worker.ports import ReceivedMessage
+from worker.runner import Runner
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+    from worker.localstack import LocalResources
+
+# The receive under way at stop returns as soon as its messages exist; this only bounds a broken
+# run, it is not what the tests measure.
+GENEROUS_GRACE = 15.0
+# What production uses for the model endpoint: far longer than any shutdown may take.
+PRODUCTION_REQUEST_TIMEOUT = 70.0
+FORMAT = PromptFormat.LLAMA_GUARD_2
+PROMPT = render_prompt([Turn("user", "Hello")], FORMAT, default_taxonomy(FORMAT)).text
+
+
+class LateReceiveSource(InMemorySource):
+    """A receive whose answer is in transit: it takes messages at once (they are hidden from
+    then on), but returns them only a few loop turns after ``deliver`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receiving = asyncio.Event()
+        self.deliver = asyncio.Event()
+
+    async def receive(self, max_messages: int, wait_seconds: int) -> Sequence[ReceivedMessage]:
+        self.receiving.set()
+        batch = await super().receive(max_messages, wait_seconds)
+        await self.deliver.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return batch
+
+
+async def test_messages_a_receive_returns_after_stop_are_released_at_once() -> None:
+    """Not stranded until their visibility timeout: made visible again before the run ends."""
+    source = LateReceiveSource()
+    ids = [source.send(f"m{index}") for index in range(3)]
+    handler = ScriptedHandler()
+    runner = Runner(
+        source, handler, config(burst=False, wait_seconds=20, receive_grace=GENEROUS_GRACE)
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await source.receiving.wait()
+    stop.set()
+    source.deliver.set()
+    with capture_logs() as logs:
+        stats = await asyncio.wait_for(running, timeout=20)
+    assert handler.handled == []
+    assert sorted(source.visibility_changes) == [(message_id, 0) for message_id in ids]
+    assert source.in_flight() == []
+    assert stats.released_on_shutdown == 3
+    assert any(e["event"] == "received_during_shutdown_released" for e in logs)
+
+
+async def test_a_receive_still_waiting_after_the_grace_is_abandoned() -> None:
+    source = LateReceiveSource()  # empty: its long poll waits for messages that never come
+    runner = Runner(source, ScriptedHandler(), config(burst=False, receive_grace=0))
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await source.receiving.wait()
+    with capture_logs() as logs:
+        stop.set()
+        stats = await asyncio.wait_for(running, timeout=20)
+    assert stats.received == 0
+    assert any(e["event"] == "receive_abandoned_on_stop" for e in logs)
+
+
+class ObservedSqsSource(SqsSource):
+    """The real SQS adapter, telling the test when a receive has begun."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        super().__init__(client, queue_url, visibility_timeout=30)
+        self.receiving = asyncio.Event()
+
+    async def receive(self, max_messages: int, wait_seconds: int) -> Sequence[ReceivedMessage]:
+        self.receiving.set()
+        return await super().receive(max_messages, wait_seconds)
+
+
+async def queue_counts(sqs: SQSClient, queue_url: str) -> tuple[int, int]:
+    response = await sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    attributes = response["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+async def test_on_sqs_a_long_poll_answered_after_stop_leaves_its_messages_visible(
+    sqs_client: SQSClient, local_resources: LocalResources
+) -> None:
+    """Through moto: the 20 s long poll under way at stop takes a message; it is released."""
+    queue_url = local_resources.queue_url
+    source = ObservedSqsSource(sqs_client, queue_url)
+    handler = ScriptedHandler()
+    runner = Runner(
+        source, handler, config(burst=False, wait_seconds=20, receive_grace=GENEROUS_GRACE)
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await source.receiving.wait()
+    stop.set()
+    await sqs_client.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"id": "late"}))
+    stats = await asyncio.wait_for(running, timeout=GENEROUS_GRACE + 10)
+    assert handler.handled == []
+    assert stats.released_on_shutdown == 1
+    assert await queue_counts(sqs_client, queue_url) == (1, 0)
+
+
+@pytest.fixture
+async def patient_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that would wait as long as production does for an answer."""
+    timeout = aiohttp.ClientTimeout(total=PRODUCTION_REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        yield session
+
+
+async def test_stop_ends_an_open_circuit_probe_hanging_on_the_endpoint(
+    emulator: RunningEmulator, patient_session: aiohttp.ClientSession
+) -> None:
+    """The runner returns while the probe's request is still hanging; the probe is abandoned.
+
+    The request would hang for a minute (and the client would wait 70 s); the run is allowed
+    10 s here only to bound a broken run: what is asserted is that the hanging probe was
+    abandoned (the emulator saw the client go away) rather than answered.
+    """
+    classifier = TgiClassifier(patient_session, emulator.url, DEFAULT_PARAMETERS)
+    guard = EndpointGuard(classifier, GuardPolicy(failure_threshold=1, probe_interval=0.01), PROMPT)
+    emulator.faults.down = True
+    with pytest.raises(EndpointUnavailable):
+        await guard.classify(PROMPT)
+    assert guard.circuit.is_open
+    emulator.faults.update({"down": False, "hang_rate": 1.0, "hang_seconds": 60.0})
+    runner = Runner(InMemorySource(), ScriptedHandler(), config(burst=False), gate=guard)
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        running = asyncio.create_task(runner.run(stop))
+        await wait_until(lambda: emulator.stats.in_flight == 1)
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+    await wait_until(lambda: emulator.stats.by_outcome["cancelled"] == 1)
+    assert emulator.stats.by_outcome["safe"] == 0
+    assert any(e["event"] == "circuit_probe_abandoned_on_stop" for e in logs)
