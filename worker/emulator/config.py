@@ -23,6 +23,7 @@ FaultKind = Literal[
     "hang",
     "invalid_output",
     "disconnect",
+    "not_found",
 ]
 FAULT_KINDS: Final[frozenset[str]] = frozenset(get_args(FaultKind))
 
@@ -35,6 +36,7 @@ _RATE_ORDER: Final[tuple[tuple[str, FaultKind], ...]] = (
     ("model_error_rate", "model_error"),
     ("hang_rate", "hang"),
     ("invalid_output_rate", "invalid_output"),
+    ("not_found_rate", "not_found"),
 )
 
 
@@ -75,7 +77,10 @@ class FaultPlan:
 
     Each request first takes the next entry of ``fail_next`` (if any); otherwise one uniform draw
     in [0, 1) is laid over the rates in the order throttle, not_ready, server_error, model_error,
-    hang, invalid_output (rates summing past 1 simply leave the later kinds less room).
+    hang, invalid_output, not_found (rates summing past 1 simply leave the later kinds less
+    room). ``not_found`` answers as a missing endpoint does (SageMaker: 400 ``ValidationError``
+    "Endpoint NAME of account N not found."; TGI: 404), as during a blue/green swap:
+    ``not_found_rate=1`` for a while, then 0.
     ``down`` answers every inference and health request with 503 until cleared.
     """
 
@@ -85,6 +90,7 @@ class FaultPlan:
     model_error_rate: float = 0.0
     hang_rate: float = 0.0
     invalid_output_rate: float = 0.0
+    not_found_rate: float = 0.0
     hang_seconds: float = 30.0
     down: bool = False
     fail_next: list[FaultKind] = field(default_factory=list)

@@ -65,6 +65,7 @@ _IMMEDIATE_FAULTS: dict[FaultKind, FailureKind] = {
     "server_error": "server_error",
     "internal_failure": "internal_failure",
     "model_error": "model_error",
+    "not_found": "endpoint_not_found",
 }
 
 
