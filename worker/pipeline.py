@@ -122,7 +122,8 @@ class Moderator:
         except EndpointRejected as exc:
             # A deployment problem (not found, access denied, a 4xx, an unreadable answer):
             # someone has to act, so ERROR, with the endpoint's own words. The message waits.
-            log.error("endpoint_rejected", kind=exc.kind, error=str(exc))
+            # TRY400: no traceback wanted, one line per message; the endpoint's text is `error`.
+            log.error("endpoint_rejected", kind=exc.kind, error=str(exc))  # noqa: TRY400
             return RetryLater(f"endpoint {exc.kind}: {exc}")
         except EndpointFailure as exc:
             log.warning("classifier_unavailable", error_type=type(exc).__name__, error=str(exc))
