@@ -1,7 +1,8 @@
 """The self-hosted TGI backend: ``POST {base}/generate`` through one shared aiohttp session.
 
-Credentials in the base URL (``https://user:secret@host``) are sent as HTTP Basic auth and never
-shown: the endpoint's name in verdicts, logs and error messages is the URL without them.
+Credentials in the base URL (``https://user:secret@host``) are sent as HTTP Basic auth (an
+``Authorization`` header on every request) and never shown: the endpoint's name in verdicts,
+logs and error messages is the URL without them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class TgiClassifier:
         self, session: aiohttp.ClientSession, base_url: str, parameters: Mapping[str, Any]
     ) -> None:
         self._session = session
-        self._auth, self._base_url = split_credentials(base_url)
+        authorization, self._base_url = split_credentials(base_url)
+        self._headers = {"Authorization": authorization} if authorization else {}
         self._url = self._base_url.rstrip("/") + "/generate"
         self._parameters = dict(parameters)
 
@@ -55,7 +57,7 @@ class TgiClassifier:
     async def classify(self, prompt: str) -> Completion:
         body = build_request_body(prompt, self._parameters)
         try:
-            async with self._session.post(self._url, json=body, auth=self._auth) as response:
+            async with self._session.post(self._url, json=body, headers=self._headers) as response:
                 payload = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -69,13 +71,15 @@ class TgiClassifier:
         return decode_generation(payload, prompt)
 
 
-def split_credentials(url: str) -> tuple[aiohttp.BasicAuth | None, str]:
-    """The user-info of ``url`` as Basic auth (None when there is none) and the URL without it."""
+def split_credentials(url: str) -> tuple[str | None, str]:
+    """``url``'s user-info as a Basic ``Authorization`` value (or None), and the URL without it."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return None, url
-    auth = aiohttp.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
-    return auth, _without_user_info(parts).geturl()
+    authorization = aiohttp.encode_basic_auth(
+        unquote(parts.username or ""), unquote(parts.password or "")
+    )
+    return authorization, _without_user_info(parts).geturl()
 
 
 def _without_user_info(parts: SplitResult) -> SplitResult:

@@ -24,6 +24,7 @@ FaultKind = Literal[
     "invalid_output",
     "disconnect",
     "not_found",
+    "unreadable_response",
 ]
 FAULT_KINDS: Final[frozenset[str]] = frozenset(get_args(FaultKind))
 
@@ -37,6 +38,7 @@ _RATE_ORDER: Final[tuple[tuple[str, FaultKind], ...]] = (
     ("hang_rate", "hang"),
     ("invalid_output_rate", "invalid_output"),
     ("not_found_rate", "not_found"),
+    ("unreadable_response_rate", "unreadable_response"),
 )
 
 
@@ -77,10 +79,11 @@ class FaultPlan:
 
     Each request first takes the next entry of ``fail_next`` (if any); otherwise one uniform draw
     in [0, 1) is laid over the rates in the order throttle, not_ready, server_error, model_error,
-    hang, invalid_output, not_found (rates summing past 1 simply leave the later kinds less
-    room). ``not_found`` answers as a missing endpoint does (SageMaker: 400 ``ValidationError``
-    "Endpoint NAME of account N not found."; TGI: 404), as during a blue/green swap:
-    ``not_found_rate=1`` for a while, then 0.
+    hang, invalid_output, not_found, unreadable_response (rates summing past 1 simply leave the
+    later kinds less room). ``not_found`` answers as a missing endpoint does (SageMaker: 400
+    ``ValidationError`` "Endpoint NAME of account N not found."; TGI: 404), as during a
+    blue/green swap: ``not_found_rate=1`` for a while, then 0. ``unreadable_response`` answers
+    200 with an HTML page instead of the generation JSON, as a misrouted proxy does.
     ``down`` answers every inference and health request with 503 until cleared.
     """
 
@@ -91,6 +94,7 @@ class FaultPlan:
     hang_rate: float = 0.0
     invalid_output_rate: float = 0.0
     not_found_rate: float = 0.0
+    unreadable_response_rate: float = 0.0
     hang_seconds: float = 30.0
     down: bool = False
     fail_next: list[FaultKind] = field(default_factory=list)
@@ -166,7 +170,8 @@ class EmulatorStats:
 
     ``by_outcome`` keys: safe, unsafe, invalid_output (a completion no parser accepts), throttled,
     not_ready, server_error (including ``down``), internal_failure, model_error, disconnected,
-    validation_error, prompt_too_long, endpoint_not_found, cancelled (the client went away).
+    validation_error, prompt_too_long, endpoint_not_found, unreadable_response, cancelled (the
+    client went away).
     ``faults_injected`` counts the fault plan's kinds as they were applied (``hang`` included,
     though a hung request still answers).
     """
