@@ -8,10 +8,13 @@
   ``max_in_flight``. The runner also receives no more messages than the limit, so it does not
   hoard messages it cannot start.
 - Circuit breaker. After ``failure_threshold`` consecutive failures that say the endpoint is down
-  (5xx, not ready, timeouts, no connection) the circuit opens: calls fail at once with
+  or refusing us (5xx, not ready, timeouts, no connection, and rejections: not found, access
+  denied, another 4xx, an unreadable answer) the circuit opens: calls fail at once with
   ``CircuitOpen``, the runner stops receiving, and one probe request is sent every
-  ``probe_interval`` seconds. Any answer from the endpoint closes it. Throttling does not count
-  towards opening it: a throttling endpoint is up, and concurrency is what adapts to it.
+  ``probe_interval`` seconds. A usable answer closes it. Throttling does not count towards
+  opening it (a throttling endpoint is up, and concurrency is what adapts to it), nor does
+  "prompt too long" (the endpoint works; that message is too big). Every failed call is counted
+  by kind in ``moderation_endpoint_failures``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from worker import metrics
 from worker.core.errors import (
     CircuitOpen,
     ClassifierError,
+    EndpointFailure,
     EndpointThrottled,
-    EndpointUnavailable,
 )
 from worker.core.models import Completion
 from worker.ports import Classifier
@@ -191,15 +194,17 @@ class EndpointGuard:
     async def _observed(self, call: Awaitable[Completion]) -> Completion:
         try:
             completion = await call
-        except EndpointThrottled:
-            self.limit.on_throttle()
-            self.circuit.record_success()  # it answered: the endpoint is up, only busy
-            raise
-        except EndpointUnavailable:
-            self.circuit.record_failure()
-            raise
-        except ClassifierError:
-            self.circuit.record_success()  # a definite answer, even if an unwelcome one
+        except ClassifierError as exc:
+            metrics.ENDPOINT_FAILURES.labels(kind=exc.kind).inc()
+            if isinstance(exc, EndpointThrottled):
+                self.limit.on_throttle()
+                self.circuit.record_success()  # it answered: the endpoint is up, only busy
+            elif isinstance(exc, EndpointFailure):
+                # Down, or refusing every request alike (not found, access denied, a 4xx for
+                # our parameters, an answer we cannot read): the probe finds when it is fixed.
+                self.circuit.record_failure()
+            else:
+                self.circuit.record_success()  # PromptTooLong: a working endpoint, a big prompt
             raise
         self.circuit.record_success()
         await self.limit.on_success()

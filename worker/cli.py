@@ -189,6 +189,8 @@ _FAULT_RATES: Final = (
     ("model-error", "ModelError with original status 500"),
     ("hang", "hold the request for --hang-seconds"),
     ("invalid-output", "an unparseable completion"),
+    ("not-found", "endpoint not found (SageMaker 400 ValidationError, TGI 404)"),
+    ("unreadable-response", "200 with an HTML page instead of JSON"),
 )
 
 

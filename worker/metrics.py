@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from worker.core.errors import (
+    EndpointRejected,
+    EndpointThrottled,
+    EndpointUnavailable,
+    PromptTooLong,
+    UnreadableResponse,
+)
 
 EVENT_LOOP_LAG = Histogram(
     "moderation_event_loop_lag_seconds",
@@ -40,3 +50,27 @@ def serve_metrics(port: int) -> None:
     """Serve ``/metrics`` on ``port``; 0 disables it."""
     if port:
         start_http_server(port)
+
+
+# --- endpoint failures (appended here to keep merges with other changes to this file simple) ---
+
+#: The ``kind`` label of ``moderation_endpoint_failures``: one per classifier error that comes
+#: from an endpoint answer (``CircuitOpen`` is not one: the endpoint was not called).
+ENDPOINT_FAILURE_KINDS: Final = tuple(
+    error.kind
+    for error in (
+        EndpointThrottled,
+        EndpointUnavailable,
+        EndpointRejected,
+        UnreadableResponse,
+        PromptTooLong,
+    )
+)
+ENDPOINT_FAILURES = Counter(
+    "moderation_endpoint_failures",
+    "Failed endpoint calls (every attempt, probes included), by kind: throttled, unavailable, "
+    "rejected (not found, access denied, other 4xx), unreadable_response, too_long.",
+    ["kind"],
+)
+for _kind in ENDPOINT_FAILURE_KINDS:
+    ENDPOINT_FAILURES.labels(kind=_kind)  # every kind is exported from the start, at 0

@@ -17,10 +17,10 @@ import structlog
 from worker.core.completion import parse_completion, unsafe_probability
 from worker.core.decision import Assessment, Decision, decide, ordered_flags
 from worker.core.errors import (
+    EndpointFailure,
+    EndpointRejected,
     InvalidMessage,
-    PermanentClassifierError,
     PromptTooLong,
-    TransientClassifierError,
 )
 from worker.core.messages import ModerationRequest, decode_request
 from worker.core.prompt import PromptPlan, RenderedPrompt, plan_prompts
@@ -115,15 +115,19 @@ class Moderator:
     ) -> Outcome:
         try:
             verdict = await self.moderate(request, received_at=message.received_at)
-        except TransientClassifierError as exc:
-            log.warning("classifier_unavailable", error_type=type(exc).__name__, error=str(exc))
-            return RetryLater(f"classifier: {exc}")
         except PromptTooLong as exc:
+            # The only endpoint answer that is about the message itself.
             log.warning("prompt_too_long", error=str(exc))
             return DeadLetter("prompt_too_long", str(exc))
-        except PermanentClassifierError as exc:
-            log.warning("classifier_rejected", error=str(exc))
-            return DeadLetter("model_rejected", str(exc))
+        except EndpointRejected as exc:
+            # A deployment problem (not found, access denied, a 4xx, an unreadable answer):
+            # someone has to act, so ERROR, with the endpoint's own words. The message waits.
+            # TRY400: no traceback wanted, one line per message; the endpoint's text is `error`.
+            log.error("endpoint_rejected", kind=exc.kind, error=str(exc))  # noqa: TRY400
+            return RetryLater(f"endpoint {exc.kind}: {exc}")
+        except EndpointFailure as exc:
+            log.warning("classifier_unavailable", error_type=type(exc).__name__, error=str(exc))
+            return RetryLater(f"classifier: {exc}")
         publication = Publication(verdict, message.trace)
         too_large = too_large_for_sns(
             verdict,

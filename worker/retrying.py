@@ -36,7 +36,15 @@ class RetryPolicy:
 
 
 class RetryingClassifier:
-    """A classifier that retries transient failures of another one; permanent ones pass through."""
+    """A classifier that retries transient failures of another one; the rest pass through.
+
+    Only ``TransientClassifierError`` is retried here. An ``EndpointRejected`` (endpoint not
+    found, access denied, another 4xx, an unreadable body) is a deployment problem that will not
+    change within the few hundred milliseconds of a retry: asking again would only add load and
+    hold the message. It goes straight back to the pipeline, which releases the message with
+    the runner's backoff (seconds to minutes), while the circuit breaker counts it.
+    ``PromptTooLong`` is the pipeline's to handle (it shrinks the prompt).
+    """
 
     def __init__(self, inner: Classifier, policy: RetryPolicy) -> None:
         self._inner = inner

@@ -23,7 +23,6 @@ from worker.adapters.aws import (
     AWS_ERRORS,
     SAGEMAKER_ONLY,
     classifier_error_from,
-    looks_like_prompt_too_long,
     open_aws_clients,
     sink_entry_error,
     sink_error_from,
@@ -31,9 +30,9 @@ from worker.adapters.aws import (
 )
 from worker.core.errors import (
     ClassifierError,
+    EndpointRejected,
     EndpointThrottled,
     EndpointUnavailable,
-    PermanentClassifierError,
     PromptTooLong,
     SinkError,
     SourceError,
@@ -168,14 +167,20 @@ class TestSageMakerErrorsFromTheWire:
             ),
             pytest.param(StubAnswer(502), EndpointUnavailable, id="bare-502"),
             pytest.param(
-                StubAnswer(403, "AccessDeniedException"), EndpointUnavailable, id="access-denied"
+                StubAnswer(403, "AccessDeniedException"), EndpointRejected, id="access-denied"
             ),
             pytest.param(
+                StubAnswer(403, "UnrecognizedClientException"),
+                EndpointRejected,
+                id="unknown-credentials",
+            ),
+            pytest.param(StubAnswer(400, "ExpiredTokenException"), EndpointRejected, id="expired"),
+            pytest.param(
                 StubAnswer(400, "ValidationError", {"message": "Invalid content type"}),
-                PermanentClassifierError,
+                EndpointRejected,
                 id="validation",
             ),
-            pytest.param(StubAnswer(404), PermanentClassifierError, id="bare-404"),
+            pytest.param(StubAnswer(404), EndpointRejected, id="bare-404"),
         ],
     )
     async def test_service_error_is_classified_by_code_and_status(
@@ -189,7 +194,7 @@ class TestSageMakerErrorsFromTheWire:
 
         assert type(await invoke(sagemaker)) is expected
 
-    async def test_validation_error_for_a_missing_endpoint_is_permanent(
+    async def test_validation_error_for_a_missing_endpoint_is_a_rejection_naming_it(
         self, stub: SageMakerStub, sagemaker: SageMakerRuntimeClient
     ) -> None:
         stub.answer = StubAnswer(
@@ -198,18 +203,21 @@ class TestSageMakerErrorsFromTheWire:
             {"message": "Endpoint llama-guard-7b of account 123456789012 not found."},
         )
 
-        assert type(await invoke(sagemaker)) is PermanentClassifierError
+        error = await invoke(sagemaker)
+
+        assert type(error) is EndpointRejected
+        assert "Endpoint llama-guard-7b of account 123456789012 not found." in str(error)
 
     @pytest.mark.parametrize(
         ("original_status", "original_message", "expected"),
         [
             pytest.param(422, TGI_TOO_LONG, PromptTooLong, id="422-too-long"),
-            pytest.param(422, TGI_OTHER_VALIDATION, PermanentClassifierError, id="422-other"),
+            pytest.param(422, TGI_OTHER_VALIDATION, EndpointRejected, id="422-other"),
             pytest.param(429, '{"error":"Model is overloaded"}', EndpointThrottled, id="429"),
             pytest.param(500, '{"error":"CUDA out of memory"}', EndpointUnavailable, id="500"),
             pytest.param(503, "upstream connect error", EndpointUnavailable, id="503"),
             pytest.param(408, "request timeout", EndpointUnavailable, id="408"),
-            pytest.param(400, '{"error":"bad json"}', PermanentClassifierError, id="400"),
+            pytest.param(400, '{"error":"bad json"}', EndpointRejected, id="400"),
         ],
     )
     async def test_model_error_is_classified_by_the_containers_status(
@@ -250,7 +258,7 @@ class TestSageMakerErrorsFromTheWire:
         assert isinstance(error, EndpointThrottled)
         assert isinstance(error.__cause__, ClientError)
 
-    async def test_invalid_request_parameters_are_permanent(
+    async def test_invalid_request_parameters_are_a_rejection(
         self, stub: SageMakerStub, sagemaker: SageMakerRuntimeClient
     ) -> None:
         try:
@@ -260,7 +268,7 @@ class TestSageMakerErrorsFromTheWire:
         else:
             error = None
 
-        assert type(error) is PermanentClassifierError
+        assert type(error) is EndpointRejected
 
 
 class TestSageMakerErrorShapes:
@@ -276,10 +284,10 @@ class TestSageMakerErrorShapes:
 
         assert type(classifier_error_from(exc)) is EndpointUnavailable
 
-    def test_unknown_4xx_code_is_permanent(self) -> None:
+    def test_unknown_4xx_code_is_a_rejection(self) -> None:
         exc = client_error("SomethingNew", 400)
 
-        assert type(classifier_error_from(exc)) is PermanentClassifierError
+        assert type(classifier_error_from(exc)) is EndpointRejected
 
     def test_broken_response_stream_is_unavailable(self) -> None:
         exc = aiohttp.ClientPayloadError("Response payload is not completed")
@@ -288,22 +296,6 @@ class TestSageMakerErrorShapes:
 
     def test_asyncio_timeout_is_unavailable(self) -> None:
         assert type(classifier_error_from(TimeoutError())) is EndpointUnavailable
-
-    @pytest.mark.parametrize(
-        "message",
-        [
-            (
-                "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
-                "Given: 4500 `inputs` tokens and 100 `max_new_tokens`"
-            ),
-            "Input validation error: `inputs` must have less than 4000 tokens. Given: 4500",
-        ],
-    )
-    def test_tgi_token_budget_messages_are_recognised(self, message: str) -> None:
-        assert looks_like_prompt_too_long(message)
-
-    def test_other_tgi_validation_messages_are_not_prompt_too_long(self) -> None:
-        assert not looks_like_prompt_too_long("`temperature` must be strictly positive")
 
 
 class TestConnectionErrors:

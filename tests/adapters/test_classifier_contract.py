@@ -14,9 +14,9 @@ from worker.adapters.sagemaker import SageMakerClassifier
 from worker.adapters.tgi import TgiClassifier
 from worker.core.completion import parse_completion, unsafe_probability
 from worker.core.errors import (
+    EndpointRejected,
     EndpointThrottled,
     EndpointUnavailable,
-    PermanentClassifierError,
     PromptTooLong,
 )
 from worker.core.models import Turn
@@ -160,7 +160,7 @@ async def test_echoed_prompt_is_stripped_from_the_completion(
     assert "Task:" not in completion.generated_text
 
 
-async def test_sagemaker_unknown_endpoint_is_permanent(
+async def test_sagemaker_unknown_endpoint_is_a_rejection(
     aws_session: AioSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from worker.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415 - a special config
@@ -170,7 +170,7 @@ async def test_sagemaker_unknown_endpoint_is_permanent(
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", emulator.url)
         async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as aws:
             classifier = SageMakerClassifier(aws.sagemaker_runtime, "missing", DEFAULT_PARAMETERS)
-            with pytest.raises(PermanentClassifierError):
+            with pytest.raises(EndpointRejected):
                 await classifier.classify(prompt_for("hello"))
 
 

@@ -51,6 +51,13 @@ CASES = {
     "taxonomy_file_not_yaml": BadSetting("MODERATION_TAXONOMY_FILE", NOT_YAML_FILE),
     "forbidden_model_parameter": BadSetting("MODERATION_MODEL_PARAMETERS", '{"temperature": 0.5}'),
     "model_parameters_not_json": BadSetting("MODERATION_MODEL_PARAMETERS", "not json"),
+    "retry_deadline_not_below_visibility": BadSetting("MODERATION_RETRY_DEADLINE", "30"),
+    "release_delay_base_above_max": BadSetting("MODERATION_RELEASE_DELAY_BASE", "60"),
+}
+# Combinations: each of these settings is valid alone; set explicitly together they conflict.
+ALSO_SET = {
+    "retry_deadline_not_below_visibility": {"MODERATION_VISIBILITY_TIMEOUT": "20"},
+    "release_delay_base_above_max": {"MODERATION_RELEASE_DELAY_MAX": "10"},
 }
 # The variable the one line must name, where it is not the one that was set.
 NAMED = {"tgi_backend_without_url": "MODERATION_TGI_URL"}
@@ -64,7 +71,7 @@ def run_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CliResult
     (directory / NOT_YAML_FILE).write_text("categories: [\n  - name: Spam\n", encoding="utf-8")
     invocations: dict[str, Invocation] = {}
     for case, (variable, value) in CASES.items():
-        variables = {**ISOLATED_AWS, **VALID, variable: value}
+        variables = {**ISOLATED_AWS, **VALID, **ALSO_SET.get(case, {}), variable: value}
         if variable == "MODERATION_TAXONOMY_FILE":
             variables[variable] = str(directory / value)
         if value == UNSET:

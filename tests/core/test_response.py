@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from worker.core.errors import PermanentClassifierError
+from worker.core.errors import UnreadableResponse
 from worker.core.models import Completion
 from worker.core.response import decode_generation
 
@@ -33,8 +33,8 @@ def _payload(document: Any) -> bytes:
     return json.dumps(document).encode("utf-8")
 
 
-def _rejection(payload: bytes | str, prompt: str = PROMPT) -> PermanentClassifierError:
-    with pytest.raises(PermanentClassifierError) as caught:
+def _rejection(payload: bytes | str, prompt: str = PROMPT) -> UnreadableResponse:
+    with pytest.raises(UnreadableResponse) as caught:
         decode_generation(payload, prompt)
     return caught.value
 

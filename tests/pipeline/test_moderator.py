@@ -286,12 +286,11 @@ async def test_a_prompt_the_endpoint_can_never_take_is_dead_lettered(
     assert sink.all_published == []
 
 
-async def test_a_request_the_endpoint_rejects_for_good_is_dead_lettered(
+async def test_a_request_the_endpoint_rejects_is_released_not_dead_lettered(
     make_moderator: MakeModerator, emulator: RunningEmulator
 ) -> None:
     too_many_alternatives = {**DEFAULT_PARAMETERS, "top_n_tokens": 50}  # TGI refuses above 5
     moderator = make_moderator(parameters=too_many_alternatives)
     outcome = await moderator.handle(received({"id": "p-20", "content": "Hello"}))
-    assert isinstance(outcome, DeadLetter)
-    assert outcome.error_code == "model_rejected"
-    assert emulator.stats.requests == 1
+    assert isinstance(outcome, RetryLater)
+    assert emulator.stats.requests == 1  # a rejection is not retried inside the call

@@ -8,7 +8,6 @@ own error built here (``source_error_from``, ``sink_error_from``, ``classifier_e
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -21,12 +20,13 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from worker.core.errors import (
     ClassifierError,
+    EndpointRejected,
     EndpointThrottled,
     EndpointUnavailable,
-    PermanentClassifierError,
     PromptTooLong,
     SinkError,
     SourceError,
+    says_prompt_too_long,
 )
 
 if TYPE_CHECKING:
@@ -216,38 +216,10 @@ _UNAVAILABLE_CODES: Final = frozenset(
         "InternalServerError",
     }
 )
-# Credentials and permissions are the deployment's problem, never the message's: treating them as
-# permanent would dead-letter every message until someone fixes IAM. Transient lets the circuit
-# breaker open and the messages wait.
-_DEPLOYMENT_CODES: Final = frozenset(
-    {
-        "AccessDeniedException",
-        "AccessDenied",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "RequestExpired",
-        "IncompleteSignature",
-    }
-)
-# TGI's validation messages for an over-long prompt, e.g. "`inputs` tokens + `max_new_tokens`
-# must be <= 4096. Given: ..." and "`inputs` must have less than 4000 tokens. Given: ...".
-_TOO_LONG_PATTERNS: Final = (
-    re.compile(r"tokens.*must be <=", re.IGNORECASE | re.DOTALL),
-    re.compile(r"must have less than \d+ tokens", re.IGNORECASE),
-)
 _TOO_MANY_REQUESTS: Final = 429
 _REQUEST_TIMEOUT: Final = 408
-_UNPROCESSABLE: Final = 422
+_FIRST_CLIENT_ERROR: Final = 400
 _FIRST_SERVER_ERROR: Final = 500
-
-
-def looks_like_prompt_too_long(message: str) -> bool:
-    """Whether a TGI validation message says the prompt exceeded the token budget."""
-    return any(pattern.search(message) for pattern in _TOO_LONG_PATTERNS)
 
 
 def classifier_error_from(exc: BaseException) -> ClassifierError:
@@ -255,7 +227,10 @@ def classifier_error_from(exc: BaseException) -> ClassifierError:
 
     Throttling is ``EndpointThrottled``; not ready, 5xx, timeouts and connection errors are
     ``EndpointUnavailable``; a ``ModelError`` is judged by the container's own status code
-    (``OriginalStatusCode``); validation errors and other 4xx are ``PermanentClassifierError``.
+    (``OriginalStatusCode``) and message: "too many tokens" is ``PromptTooLong``. Everything
+    else (``ValidationError`` such as "Endpoint NAME of account N not found.", access denied,
+    expired or invalid credentials, another 4xx, a request botocore refuses to build) is
+    ``EndpointRejected``: a problem of the deployment, never of the message.
     """
     return _caused_by(exc, _classifier_error_from(exc))
 
@@ -264,8 +239,8 @@ def _classifier_error_from(exc: BaseException) -> ClassifierError:
     if isinstance(exc, ClientError):
         return _classifier_error_from_response(exc)
     if isinstance(exc, ParamValidationError):
-        # the request we built does not match the API: sending it again cannot help
-        return PermanentClassifierError(f"invalid InvokeEndpoint request: {exc}")
+        # The request we built does not match the API: our configuration, not the message.
+        return EndpointRejected(f"invalid InvokeEndpoint request: {exc}")
     # Connection errors, timeouts, broken streams, credential look-ups: none is the message's fault.
     return EndpointUnavailable(f"SageMaker endpoint unreachable: {describe_aws_error(exc)}")
 
@@ -277,14 +252,15 @@ def _classifier_error_from_response(exc: ClientError) -> ClassifierError:
     if code == "ModelError":
         return _classifier_error_from_model_error(exc)
     # Checked before the status: ModelNotReadyException arrives as a 429 but means "not ready".
-    if code in _UNAVAILABLE_CODES or code in _DEPLOYMENT_CODES:
+    if code in _UNAVAILABLE_CODES:
         return EndpointUnavailable(f"SageMaker endpoint unavailable: {description}")
     if code in _THROTTLING_CODES or status == _TOO_MANY_REQUESTS:
         return EndpointThrottled(f"SageMaker throttled the request: {description}")
     if _is_server_side(status):
         return EndpointUnavailable(f"SageMaker endpoint unavailable: {description}")
-    # ValidationError (including "Endpoint X of account Y not found") and any other 4xx.
-    return PermanentClassifierError(f"SageMaker rejected the request: {description}")
+    # ValidationError (including "Endpoint X of account Y not found"), AccessDeniedException,
+    # ExpiredToken and the other credential codes, and any other 4xx.
+    return EndpointRejected(f"SageMaker rejected the request: {description}")
 
 
 def _classifier_error_from_model_error(exc: ClientError) -> ClassifierError:
@@ -292,7 +268,11 @@ def _classifier_error_from_model_error(exc: ClientError) -> ClassifierError:
     original_status = _original_status_code(response)
     original_message = str(response.get("OriginalMessage") or "")
     description = f"ModelError: container answered {original_status}: {original_message[:500]}"
-    if original_status == _UNPROCESSABLE and looks_like_prompt_too_long(original_message):
+    is_client_error = original_status is not None and (
+        _FIRST_CLIENT_ERROR <= original_status < _FIRST_SERVER_ERROR
+    )
+    # TGI answers 422 and vLLM 400 for an over-long prompt: the wording decides, not the status.
+    if is_client_error and says_prompt_too_long(original_message):
         return PromptTooLong(description)
     if original_status == _TOO_MANY_REQUESTS:
         return EndpointThrottled(description)
@@ -300,7 +280,8 @@ def _classifier_error_from_model_error(exc: ClientError) -> ClassifierError:
         # A ModelError without the container's status cannot be judged; retrying is the choice
         # that loses nothing (the queue's redrive policy bounds it).
         return EndpointUnavailable(description)
-    return PermanentClassifierError(description)
+    # The container refused the request (e.g. TGI's `top_n_tokens` above --max-top-n-tokens).
+    return EndpointRejected(description)
 
 
 def _original_status_code(response: Mapping[str, Any]) -> int | None:

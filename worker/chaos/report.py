@@ -41,6 +41,7 @@ REPORTED_WORKER_EVENTS: Final = (
     "receive_failed",
     "classifier_retry",
     "classifier_unavailable",
+    "endpoint_rejected",
     "model_output_invalid",
     "message_released",
     "concurrency_decreased",

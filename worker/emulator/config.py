@@ -23,6 +23,8 @@ FaultKind = Literal[
     "hang",
     "invalid_output",
     "disconnect",
+    "not_found",
+    "unreadable_response",
 ]
 FAULT_KINDS: Final[frozenset[str]] = frozenset(get_args(FaultKind))
 
@@ -35,6 +37,8 @@ _RATE_ORDER: Final[tuple[tuple[str, FaultKind], ...]] = (
     ("model_error_rate", "model_error"),
     ("hang_rate", "hang"),
     ("invalid_output_rate", "invalid_output"),
+    ("not_found_rate", "not_found"),
+    ("unreadable_response_rate", "unreadable_response"),
 )
 
 
@@ -75,7 +79,11 @@ class FaultPlan:
 
     Each request first takes the next entry of ``fail_next`` (if any); otherwise one uniform draw
     in [0, 1) is laid over the rates in the order throttle, not_ready, server_error, model_error,
-    hang, invalid_output (rates summing past 1 simply leave the later kinds less room).
+    hang, invalid_output, not_found, unreadable_response (rates summing past 1 simply leave the
+    later kinds less room). ``not_found`` answers as a missing endpoint does (SageMaker: 400
+    ``ValidationError`` "Endpoint NAME of account N not found."; TGI: 404), as during a
+    blue/green swap: ``not_found_rate=1`` for a while, then 0. ``unreadable_response`` answers
+    200 with an HTML page instead of the generation JSON, as a misrouted proxy does.
     ``down`` answers every inference and health request with 503 until cleared.
     """
 
@@ -85,6 +93,8 @@ class FaultPlan:
     model_error_rate: float = 0.0
     hang_rate: float = 0.0
     invalid_output_rate: float = 0.0
+    not_found_rate: float = 0.0
+    unreadable_response_rate: float = 0.0
     hang_seconds: float = 30.0
     down: bool = False
     fail_next: list[FaultKind] = field(default_factory=list)
@@ -160,7 +170,8 @@ class EmulatorStats:
 
     ``by_outcome`` keys: safe, unsafe, invalid_output (a completion no parser accepts), throttled,
     not_ready, server_error (including ``down``), internal_failure, model_error, disconnected,
-    validation_error, prompt_too_long, endpoint_not_found, cancelled (the client went away).
+    validation_error, prompt_too_long, endpoint_not_found, unreadable_response, cancelled (the
+    client went away).
     ``faults_injected`` counts the fault plan's kinds as they were applied (``hang`` included,
     though a hung request still answers).
     """

@@ -8,8 +8,9 @@ Routes (see the package docstring for the wire formats):
 - ``GET /emulator/stats`` (``DELETE`` resets), ``GET``/``PUT /emulator/faults``: admin.
 
 One inference request: down? -> 503; unknown endpoint name? -> ValidationError; over capacity?
--> throttled at once; then the fault plan's draw (error, hang, disconnect, or malformed output);
-then TGI's request checks and token budget; then latency; then the keyword rules answer.
+-> throttled at once; then the fault plan's draw (error, hang, disconnect, unreadable body, or
+malformed output); then TGI's request checks and token budget; then latency; then the keyword
+rules answer.
 Nothing here logs a request body or message text.
 """
 
@@ -35,6 +36,7 @@ from worker.emulator.tgi import (
     parse_request,
 )
 from worker.emulator.wire import (
+    UNREADABLE_BODY,
     Failure,
     FailureKind,
     SageMakerError,
@@ -65,6 +67,8 @@ _IMMEDIATE_FAULTS: dict[FaultKind, FailureKind] = {
     "server_error": "server_error",
     "internal_failure": "internal_failure",
     "model_error": "model_error",
+    "not_found": "endpoint_not_found",
+    "unreadable_response": "unreadable_response",
 }
 
 
@@ -202,6 +206,8 @@ async def _invocations(request: web.Request) -> web.Response:
     try:
         payload = await request.app[EMULATOR_KEY].serve(request, "invocations", endpoint)
     except Failure as failure:
+        if failure.kind == "unreadable_response":
+            return _unreadable_response()
         return _sagemaker_error_response(sagemaker_error(failure, endpoint))
     headers = {
         "x-amzn-RequestId": str(uuid.uuid4()),
@@ -214,9 +220,15 @@ async def _generate(request: web.Request) -> web.Response:
     try:
         payload = await request.app[EMULATOR_KEY].serve(request, "generate", None)
     except Failure as failure:
+        if failure.kind == "unreadable_response":
+            return _unreadable_response()
         error = tgi_error(failure)
         return web.json_response(error.body(), status=error.status, dumps=json_text)
     return web.json_response(payload, dumps=json_text)
+
+
+def _unreadable_response() -> web.Response:
+    return web.Response(status=200, text=UNREADABLE_BODY, content_type="text/html")
 
 
 def _sagemaker_error_response(error: SageMakerError) -> web.Response:

@@ -27,7 +27,11 @@ FailureKind = Literal[
     "model_error",
     "container",
     "endpoint_not_found",
+    "unreadable_response",
 ]
+
+#: What the "unreadable_response" fault answers, with status 200, on both routes.
+UNREADABLE_BODY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 # What the "model_error" fault makes the container answer: a crash during generation.
 GENERATION_FAILURE = TgiError(

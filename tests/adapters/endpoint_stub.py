@@ -1,0 +1,61 @@
+"""A tiny HTTP endpoint for adapter tests: answers both model routes with a set status and body.
+
+Used where the emulator has no fault for the answer wanted (a given error wording, a 401) and to
+see the headers a request arrived with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+GENERATION = {"generated_text": "safe"}
+
+
+@dataclass
+class StubEndpoint:
+    """What the stub answers next, and the Authorization header of every request it got."""
+
+    url: str = ""
+    status: int = 200
+    body: str = json.dumps(GENERATION)
+    headers: dict[str, str] = field(default_factory=dict)
+    authorizations: list[str | None] = field(default_factory=list)
+
+    def answer(self, status: int, document: object, **headers: str) -> None:
+        """Answer every following request with ``status`` and ``document`` as JSON."""
+        self.status = status
+        self.body = json.dumps(document)
+        self.headers = dict(headers)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.authorizations.append(request.headers.get("Authorization"))
+        return web.Response(
+            status=self.status,
+            text=self.body,
+            content_type="application/json",
+            headers=self.headers,
+        )
+
+
+@asynccontextmanager
+async def run_stub_endpoint() -> AsyncIterator[StubEndpoint]:
+    """Serve a ``StubEndpoint`` on a free local port until the block exits."""
+    stub = StubEndpoint()
+    app = web.Application()
+    app.router.add_post("/generate", stub.handle)
+    app.router.add_post("/endpoints/{name}/invocations", stub.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        stub.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield stub
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,75 @@
+"""The one detector of "prompt too long" (``says_prompt_too_long``) and its wordings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from worker.core.errors import says_prompt_too_long
+
+TGI_TOTAL = (
+    "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
+    "Given: 4500 `inputs` tokens and 100 `max_new_tokens`"
+)
+TGI_INPUTS = "Input validation error: `inputs` must have less than 4000 tokens. Given: 4500"
+VLLM_REQUESTED = (
+    "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens "
+    "(4900 in the messages, 100 in the completion). Please reduce the length of the messages "
+    "or completion."
+)
+VLLM_INPUT = (
+    "This model's maximum context length is 2048 tokens. However, your request has 2100 input "
+    "tokens. Please reduce the length of the input messages."
+)
+TOO_LONG_WORDINGS = {
+    "tgi-total": TGI_TOTAL,
+    "tgi-inputs": TGI_INPUTS,
+    "vllm-requested": VLLM_REQUESTED,
+    "vllm-input": VLLM_INPUT,
+}
+OTHER_REJECTIONS = {
+    "tgi-temperature": "Input validation error: `temperature` must be strictly positive",
+    "tgi-top-n": "Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 50",
+    "tgi-max-new-tokens": "Input validation error: `max_new_tokens` must be <= 1024. Given: 2048",
+    "sagemaker-not-found": "Endpoint llama-guard of account 123456789012 not found.",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("message", TOO_LONG_WORDINGS.values(), ids=TOO_LONG_WORDINGS.keys())
+def test_each_too_long_wording_is_recognised(message: str) -> None:
+    assert says_prompt_too_long(message)
+
+
+@pytest.mark.parametrize("message", OTHER_REJECTIONS.values(), ids=OTHER_REJECTIONS.keys())
+def test_other_rejections_are_not_too_long(message: str) -> None:
+    assert not says_prompt_too_long(message)
+
+
+@pytest.mark.parametrize("message", TOO_LONG_WORDINGS.values(), ids=TOO_LONG_WORDINGS.keys())
+def test_a_wording_wrapped_in_other_text_is_recognised(message: str) -> None:
+    """SageMaker and proxies wrap the container's text in their own; the wording still counts."""
+    wrapped = f'Received client error (422) from primary with message "{{"error":"{message}"}}".'
+    assert says_prompt_too_long(wrapped)
+
+
+def _seconds_to_scan(message: str) -> float:
+    """The fastest of a few scans, so a busy machine's pauses do not count."""
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        says_prompt_too_long(message)
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["`inputs` tokens + ", "`inputs` must have less than 9", "maximum context length is 9", " "],
+)
+def test_detection_is_linear_in_the_message(unit: str) -> None:
+    """Four times the text takes about four times the work, not sixteen (a ratio, no limit)."""
+    small = _seconds_to_scan(unit * 10_000)
+    large = _seconds_to_scan(unit * 40_000)
+    assert large / max(small, 1e-6) < 10
