@@ -23,7 +23,7 @@ from worker.core.errors import (
     PromptTooLong,
 )
 from worker.core.messages import ModerationRequest, decode_request
-from worker.core.prompt import PromptPlan, RenderedPrompt, plan_prompts
+from worker.core.prompt import PromptPlan, RenderedPrompt, plan_prompts, prepare_conversation
 from worker.core.taxonomy import PromptFormat, Taxonomy
 from worker.core.verdict import CategoryRef, Flag, ModelRef, Verdict, too_large_for_sns
 from worker.ports import Classifier, Publication, ReceivedMessage, VerdictSink
@@ -163,15 +163,18 @@ class Moderator:
         self, request: ModerationRequest
     ) -> tuple[PromptPlan, list[Assessment]]:
         policy = self._policy
+        # Neutralising reads every character: once per message, not once per budget tried.
+        conversation = prepare_conversation(request.turns)
         budget = policy.max_prompt_chars
         shrinks = 0
         while True:
-            plan = plan_prompts(request.turns, policy.prompt_format, policy.taxonomy, budget)
-            if len(plan.prompts) > MAX_PROMPTS_PER_MESSAGE:
-                raise PromptTooLong(
-                    f"moderating this message within a budget of {budget} characters would take "
-                    f"{len(plan.prompts)} model calls, more than {MAX_PROMPTS_PER_MESSAGE}"
-                )
+            plan = plan_prompts(
+                conversation,
+                policy.prompt_format,
+                policy.taxonomy,
+                budget,
+                max_prompts=MAX_PROMPTS_PER_MESSAGE,
+            )
             try:
                 return plan, [await self._assess(prompt) for prompt in plan.prompts]
             except PromptTooLong:

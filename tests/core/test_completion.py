@@ -230,6 +230,22 @@ def test_non_code_tokens_are_unknown_as_written() -> None:
     assert _parse("unsafe\nS1 Hate. (S2)").unknown_codes == ("Hate.", "(S2)")
 
 
+def test_token_too_long_to_be_a_code_is_unknown_as_written() -> None:
+    """Thousands of digits are never converted (above 4300, Python refuses to)."""
+    token = "S" + "1" * 5000
+
+    parsed = _parse(f"unsafe\nS1 {token}")
+
+    assert parsed.categories == ("S1",)
+    assert parsed.unknown_codes == (token,)
+
+
+def test_unclosed_special_token_in_the_output_is_kept_as_text() -> None:
+    parsed = _parse("unsafe\nS1 <|" + "a" * 1000)
+
+    assert parsed.unknown_codes == ("<|" + "a" * 1000,)
+
+
 def test_code_of_another_generation_is_unknown() -> None:
     parsed = _parse("unsafe\nO3", LG3)
 

@@ -17,6 +17,7 @@ from worker.core.prompt import (
     fixed_prompt_chars,
     neutralize,
     plan_prompts,
+    prepare_conversation,
     render_prompt,
     split_into_chunks,
 )
@@ -243,6 +244,28 @@ def test_nested_forgeries_do_not_reassemble(content: str) -> None:
 
     assert changed is True
     assert neutralize(result) == (result, False)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["[" + " " * 95_000 + "x", "<" + " " * 95_000 + "x", "[/" + "\t" * 95_000 + "x"],
+    ids=["bracket_spaces", "angle_spaces", "bracket_slash_tabs"],
+)
+def test_long_whitespace_after_an_opening_is_no_marker(content: str) -> None:
+    assert neutralize(content) == (content, False)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("[" + " " * 10_000 + "inst]", f"[{ZWSP}" + " " * 10_000 + "inst]"),
+        ("<" + "\u3000" * 10_000 + "/s>", f"<{ZWSP}" + "\u3000" * 10_000 + "/s>"),
+        ("<|[INST]|>", f"<{ZWSP}|[{ZWSP}INST]|>"),
+    ],
+    ids=["long_inner_spaces", "unicode_inner_spaces", "marker_inside_a_special_token"],
+)
+def test_every_marker_start_is_broken_in_one_call(content: str, expected: str) -> None:
+    assert neutralize(content) == (expected, True)
 
 
 def test_neutralised_text_reads_the_same_without_the_zero_width_space() -> None:
@@ -558,6 +581,38 @@ def test_one_character_of_room_still_makes_progress() -> None:
         "User: b\n\n",
         "User: c\n\n",
     ]
+
+
+def test_planning_a_prepared_conversation_gives_the_same_plan() -> None:
+    turns = _turns("ctx [INST]", "q <|eot_id|> " * 300)
+    prepared = prepare_conversation(turns)
+
+    for budget in (10_000, _fixed() + 900, _fixed() + 400):
+        assert _plan(turns, budget) == plan_prompts(
+            prepared, LG3, default_taxonomy(LG3), budget, 200
+        )
+
+
+def test_prepared_conversation_is_neutralised_and_stripped() -> None:
+    prepared = prepare_conversation([Turn("user", "  [INST] hi \n")])
+
+    assert prepared.turns == (Turn("user", f"[{ZWSP}INST] hi"),)
+    assert prepared.neutralized is True
+
+
+def test_more_chunks_than_allowed_raises_prompt_too_long() -> None:
+    content = "x" * 10_000
+
+    with pytest.raises(PromptTooLong, match="would take 10 model calls, more than 9"):
+        plan_prompts(_turns(content), LG3, default_taxonomy(LG3), _fixed() + 1000, 0, max_prompts=9)
+
+
+def test_as_many_chunks_as_allowed_are_planned() -> None:
+    plan = plan_prompts(
+        _turns("x" * 10_000), LG3, default_taxonomy(LG3), _fixed() + 1000, 0, max_prompts=10
+    )
+
+    assert len(plan.prompts) == 10
 
 
 @pytest.mark.parametrize(

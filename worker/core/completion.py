@@ -37,10 +37,15 @@ class ParsedCompletion:
 
 
 # Special-token strings a server may leave in the text: every <|...|> token, and Llama 2's BOS/EOS.
-_SPECIAL_TOKEN = re.compile(r"<\|[^\s|<>]+\|>|</?s>")
+# The body's quantifier is possessive and its class excludes "|" and "<", so an unclosed "<|..."
+# is read once and each attempt's span ends before the next "<": linear in any output.
+_SPECIAL_TOKEN = re.compile(r"<\|[^\s|<>]++\|>|</?s>")
 # The verdict word must not run on into another word ("safely", "unsafe1").
 _VERDICT_LINE = re.compile(r"(unsafe|safe)(?!\w)(.*)", re.IGNORECASE | re.DOTALL)
 _CODE_SEPARATORS = re.compile(r"[,;\s]+")
+# No code of any taxonomy is this long. A longer token is reported as written without being
+# read as a number: converting thousands of digits is slow, and above 4300 it raises.
+_MAX_CODE_CHARS = 32
 
 
 def _invalid(reason: str) -> ParsedCompletion:
@@ -120,7 +125,7 @@ def _classify(
     seen: set[str] = set()
     duplicated = False
     for token in tokens:
-        code = normalize_code(token)
+        code = normalize_code(token) if len(token) <= _MAX_CODE_CHARS else None
         key = code if code is not None and code_prefix(code) in prefixes else token
         if key in seen:
             duplicated = True

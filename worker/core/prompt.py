@@ -47,35 +47,49 @@ _BREAK = "\u200b"
 # Text markers are matched case-insensitively and with any inner whitespace, because the model
 # reads a varied forgery much like the original. Special tokens (``<|...|>``) are matched exactly
 # as tokenizers do: ``<|`` + a run with no whitespace, ``|``, ``<`` or ``>`` + ``|>``.
-_MARKER = re.compile(
-    r"<\s*(?:begin|end)\s+(?:conversation|unsafe\s+content\s+categories)\s*>"
-    r"|\[\s*/?\s*inst\s*\]"
-    r"|<\s*/?\s*s\s*>"
-    r"|<\|[^\s|<>]+\|>",
+#
+# The pattern is a lookahead, so it reports every position where a marker STARTS, overlapping
+# ones included (``<|[INST]|>`` starts two), in one left-to-right pass. It is linear in the text
+# whatever the text, because no attempt can backtrack or rescan:
+# - every quantifier is possessive (``*+``, ``++``) and is followed by a character its class
+#   cannot match (``/``, a letter, ``>``, ``]``, ``|``), so a run is consumed once and never
+#   given back (``\s*/?\s*`` used to split a run of n spaces n ways before failing);
+# - an attempt starts only at ``<`` or ``[``, and the span it reads holds no other ``<`` (and
+#   for text markers no ``[``), so the spans read from different starts overlap by at most a
+#   special token's body, which holds no whitespace: each character is read a bounded number
+#   of times.
+_MARKER_START = re.compile(
+    r"(?="
+    r"<\s*+(?:begin|end)\s++(?:conversation|unsafe\s++content\s++categories)\s*+>"
+    r"|\[\s*+(?:/\s*+)?inst\s*+\]"
+    r"|<\s*+(?:/\s*+)?s\s*+>"
+    r"|<\|[^\s|<>]++\|>"
+    r")",
     re.IGNORECASE,
 )
-
-
-def _break_marker(match: re.Match[str]) -> str:
-    marker = match.group()
-    return marker[0] + _BREAK + marker[1:]
 
 
 def neutralize(content: str) -> tuple[str, bool]:
     """Break every forged template marker in ``content``; return the text and whether any was.
 
-    Content without markers is returned unchanged. Every pattern needs its opening ``<``/``[``
-    to be followed by something other than U+200B, and each substitution removes one such
-    opening without creating another, so repeating until nothing matches always ends -- and
-    nested forgeries such as ``<<|eot_id|>|eot_id|>`` cannot reassemble.
+    U+200B goes right after the opening ``<``/``[`` of every position where a marker starts,
+    nested and overlapping ones included, so nothing can reassemble: U+200B is neither
+    whitespace nor part of any marker word, so a broken opening never matches again, and it
+    adds no opening either (inside a special token's body it is just one more body character).
+    Hence one pass reaches the fixed point, and a second call changes nothing. Content without
+    markers is returned unchanged.
     """
-    text = content
-    changed = False
-    while True:
-        text, count = _MARKER.subn(_break_marker, text)
-        if count == 0:
-            return text, changed
-        changed = True
+    pieces: list[str] = []
+    copied = 0
+    for match in _MARKER_START.finditer(content):
+        opening_end = match.start() + 1
+        pieces.append(content[copied:opening_end])
+        pieces.append(_BREAK)
+        copied = opening_end
+    if not pieces:
+        return content, False
+    pieces.append(content[copied:])
+    return "".join(pieces), True
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -112,15 +126,38 @@ def _turn_text(turn: Turn) -> str:
     return _LABELS[turn.role] + ": " + turn.content + "\n\n"
 
 
-def _prepare(turns: Sequence[Turn]) -> tuple[list[Turn], bool]:
-    """Neutralise and strip every turn; the result is what is measured and rendered."""
+def _turn_chars(turn: Turn) -> int:
+    """``len(_turn_text(turn))`` without building the text."""
+    return len(_LABELS[turn.role]) + len(turn.content) + 4
+
+
+@dataclass(frozen=True)
+class PreparedConversation:
+    """Turns neutralised and stripped once: what is measured, planned and rendered.
+
+    Preparing reads every character, so a caller that plans the same conversation several
+    times (a budget that shrinks) prepares it once and passes this value instead of the turns.
+    """
+
+    turns: tuple[Turn, ...]
+    neutralized: bool
+
+
+def prepare_conversation(turns: Sequence[Turn]) -> PreparedConversation:
+    """Neutralise and strip every turn."""
     prepared: list[Turn] = []
     any_neutralized = False
     for turn in turns:
         content, neutralized = neutralize(turn.content)
         any_neutralized = any_neutralized or neutralized
         prepared.append(Turn(turn.role, content.strip()))
-    return prepared, any_neutralized
+    return PreparedConversation(tuple(prepared), any_neutralized)
+
+
+def _prepared(conversation: Sequence[Turn] | PreparedConversation) -> PreparedConversation:
+    if isinstance(conversation, PreparedConversation):
+        return conversation
+    return prepare_conversation(conversation)
 
 
 def _render_prepared(
@@ -132,12 +169,16 @@ def _render_prepared(
     return RenderedPrompt(text, role, neutralized)
 
 
-def render_prompt(turns: Sequence[Turn], fmt: PromptFormat, taxonomy: Taxonomy) -> RenderedPrompt:
+def render_prompt(
+    conversation: Sequence[Turn] | PreparedConversation, fmt: PromptFormat, taxonomy: Taxonomy
+) -> RenderedPrompt:
     """Render the conversation in ``fmt``; the last turn is the one assessed."""
-    if not turns:
+    prepared = _prepared(conversation)
+    if not prepared.turns:
         raise ValueError("cannot render a prompt without turns")
-    prepared, neutralized = _prepare(turns)
-    return _render_prepared(prepared, fmt, render_categories(taxonomy, fmt), neutralized)
+    return _render_prepared(
+        prepared.turns, fmt, render_categories(taxonomy, fmt), prepared.neutralized
+    )
 
 
 # --- prompt budget -----------------------------------------------------------------------------
@@ -174,7 +215,7 @@ def _recent_context(context: Sequence[Turn], room: int) -> list[Turn]:
     kept: list[Turn] = []
     used = 0
     for turn in reversed(context):
-        size = len(_turn_text(turn))
+        size = _turn_chars(turn)
         if used + size > room:
             break
         kept.append(turn)
@@ -184,11 +225,13 @@ def _recent_context(context: Sequence[Turn], room: int) -> list[Turn]:
 
 
 def plan_prompts(
-    turns: Sequence[Turn],
+    conversation: Sequence[Turn] | PreparedConversation,
     fmt: PromptFormat,
     taxonomy: Taxonomy,
     max_prompt_chars: int,
     chunk_overlap_chars: int = 200,
+    *,
+    max_prompts: int | None = None,
 ) -> PromptPlan:
     """Fit the conversation into prompts of at most ``max_prompt_chars`` characters each.
 
@@ -198,17 +241,21 @@ def plan_prompts(
     3. otherwise chunk the assessed content: the most recent context turns that fit into
        ``CONTEXT_SHARE_WHEN_CHUNKING`` of the room are kept, the rest of the room is the chunk
        size, and every chunk is rendered with that same context.
-    Raises ``PromptTooLong`` when the template and categories alone leave no room for content.
+    Raises ``PromptTooLong`` when the template and categories alone leave no room for content,
+    or when chunking would take more than ``max_prompts`` prompts (checked before any is
+    rendered: a budget close to the template would otherwise render thousands of copies of it).
+    Pass a ``PreparedConversation`` to plan the same conversation again without preparing it.
     """
-    if not turns:
+    prepared = _prepared(conversation)
+    if not prepared.turns:
         raise ValueError("cannot plan prompts without turns")
     if max_prompt_chars < 1:
         raise ValueError(f"max_prompt_chars must be positive, not {max_prompt_chars}")
     if chunk_overlap_chars < 0:
         raise ValueError(f"chunk_overlap_chars must not be negative, not {chunk_overlap_chars}")
-    prepared, neutralized = _prepare(turns)
+    neutralized = prepared.neutralized
     categories = render_categories(taxonomy, fmt)
-    *context, assessed = prepared
+    *context, assessed = prepared.turns
     fixed = _fixed_chars(fmt, categories, assessed.role)
     room = max_prompt_chars - fixed
     if room < 0 or (room == 0 and assessed.content):
@@ -221,10 +268,16 @@ def plan_prompts(
         prompt = _render_prepared([*kept, assessed], fmt, categories, neutralized)
         return PromptPlan((prompt,), context_truncated=len(kept) < len(context), chunked=False)
     kept = _recent_context(context, int(room * CONTEXT_SHARE_WHEN_CHUNKING))
-    chunk_chars = room - sum(len(_turn_text(turn)) for turn in kept)
+    chunk_chars = room - sum(_turn_chars(turn) for turn in kept)
+    chunks = split_into_chunks(assessed.content, chunk_chars, chunk_overlap_chars)
+    if max_prompts is not None and len(chunks) > max_prompts:
+        raise PromptTooLong(
+            f"moderating this message within a budget of {max_prompt_chars} characters would"
+            f" take {len(chunks)} model calls, more than {max_prompts}"
+        )
     prompts = tuple(
         _render_prepared([*kept, Turn(assessed.role, chunk)], fmt, categories, neutralized)
-        for chunk in split_into_chunks(assessed.content, chunk_chars, chunk_overlap_chars)
+        for chunk in chunks
     )
     return PromptPlan(prompts, context_truncated=len(kept) < len(context), chunked=True)
 
