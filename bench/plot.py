@@ -177,7 +177,7 @@ class Panel:
     references: tuple[tuple[str, float], ...] = ()
     x_label: str = "SECONDS"
     y_label: str = "% OF CAPACITY"
-    y_ceiling: float = field(default=400.0)
+    y_ceiling: float = field(default=1000.0)
 
 
 _PANEL_HEIGHT: Final = 360
@@ -248,11 +248,12 @@ def _draw_series(
 
 
 def _nice_ceiling(value: float) -> float:
-    """The smallest 1, 2 or 5 times a power of ten that is >= ``value`` (and > 0)."""
+    """The smallest round number (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten) that
+    is >= ``value`` (and > 0), so that five even ticks read well."""
     if value <= 0:
         return 1.0
     power = 10.0 ** math.floor(math.log10(value))
-    for step in (1.0, 2.0, 5.0, 10.0):
+    for step in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0):
         if step * power >= value:
             return step * power
     return 10.0 * power

@@ -102,7 +102,10 @@ class ReferenceConsumer:
             )
             messages = response.get("Messages", [])
             if messages:
-                self.settled += await self._settle(messages)
+                # Awaited first: ``self.settled += await ...`` would read the count before the
+                # await and lose what the other loops added meanwhile.
+                settled = await self._settle(messages)
+                self.settled += settled
 
     async def _settle(self, messages: Sequence[MessageTypeDef]) -> int:
         answers = await asyncio.gather(*(self._answer(message) for message in messages))
