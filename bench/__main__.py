@@ -36,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = scenarios.Sizes.short() if args.short else scenarios.Sizes()
     run_dir = Path(tempfile.mkdtemp(prefix="moderation-bench-"))
     _say(f"bench run directory (logs): {run_dir}")
-    results, localstack_version = asyncio.run(_run(args.localstack_python, run_dir, sizes))
+    results, localstack_version, profile = asyncio.run(
+        _run(args.localstack_python, run_dir, sizes, profile=args.profile)
+    )
     figures = figures_of(results)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     context = Context(
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         plot_name=args.plot.name,
     )
-    args.write.write_text(render_markdown(figures, context), encoding="utf-8")
+    args.write.write_text(render_markdown(figures, context, profile), encoding="utf-8")
     args.plot.write_bytes(plot.render(plot_panels(figures)))
     for row in rows(figures):
         _say(f"{row.verdict:4}  {row.figure}: {row.measured.replace('**', '')}")
@@ -59,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(
-    localstack_python: Path, run_dir: Path, sizes: scenarios.Sizes
-) -> tuple[Results, str]:
+    localstack_python: Path, run_dir: Path, sizes: scenarios.Sizes, *, profile: bool
+) -> tuple[Results, str, str | None]:
     async with open_stack(localstack_python, run_dir) as stack:
         localstack_version = await _localstack_version(stack)
 
@@ -84,7 +86,10 @@ async def _run(
             long_run=await step("long run", lambda: scenarios.long_run(stack, sizes)),
             scaling=await step("scaling", lambda: scenarios.scaling(stack, sizes)),
         )
-    return results, localstack_version
+        table = None
+        if profile:
+            table = await step("profile", lambda: scenarios.profile_worker(stack, sizes))
+    return results, localstack_version, table
 
 
 async def _localstack_version(stack: Stack) -> str:
@@ -109,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(".venv-localstack/bin/python"),
         help="the interpreter of LocalStack's own virtualenv",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run the CPU scenario's worker under cProfile and add its top functions",
     )
     parser.add_argument("--write", type=Path, default=Path("docs/performance.md"))
     parser.add_argument("--plot", type=Path, default=Path("docs/performance.png"))

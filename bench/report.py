@@ -213,8 +213,8 @@ class Context:
     plot_name: str
 
 
-def render_markdown(figures: Figures, context: Context) -> str:
-    """docs/performance.md, whole."""
+def render_markdown(figures: Figures, context: Context, profile: str | None = None) -> str:
+    """docs/performance.md, whole; ``profile`` is cProfile's table of the worker, if taken."""
     table = [
         "| figure | measured | target | |",
         "|---|---|---|---|",
@@ -271,8 +271,25 @@ def render_markdown(figures: Figures, context: Context) -> str:
             "",
             *runs,
             "",
+            *_profile_section(profile),
         ]
     )
+
+
+def _profile_section(profile: str | None) -> list[str]:
+    if profile is None:
+        return []
+    return [
+        "## Where the worker's CPU goes",
+        "",
+        "The CPU scenario's worker run once more under cProfile (`--profile`; its timings are",
+        "inflated by the profiler, only the proportions count), top functions by own time:",
+        "",
+        "```",
+        profile.strip("\n"),
+        "```",
+        "",
+    ]
 
 
 def plot_panels(figures: Figures) -> list[Panel]:

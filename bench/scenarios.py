@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import itertools
+import pstats
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
@@ -24,6 +26,7 @@ from bench.prometheus import sample_value, scrape
 from bench.stack import (
     PRODUCTION_TUNING,
     SNS_OPERATIONS,
+    ProfiledWorker,
     ReferenceProcess,
     Stack,
     Worker,
@@ -333,6 +336,29 @@ async def _drain_with_reference(
         finished=finished,
         verdicts=await _verdicts_delivered(stack, resources, first.remaining),
     )
+
+
+PROFILE_LINES: Final = 25
+
+
+async def profile_worker(stack: Stack, sizes: Sizes) -> str:
+    """The CPU scenario's worker run again under cProfile: its top functions by own time."""
+    count = sizes.cpu_messages
+    profile_path = stack.run_dir / "worker.prof"
+    with endpoint_server(FAST_ENDPOINT) as endpoint_url:
+        resources = await stack.resources("bench-profile")
+        await stack.fill(resources.queue_url, corpus.bodies(count, prefix="profile"))
+        worker = ProfiledWorker(stack, resources, endpoint_url, profile_path)
+        try:
+            await worker.wait_ready()
+            watch = Watch(stack, resources.queue_url, endpoint_url, [])
+            await watch.until_empty(deadline_seconds=deadline_for(count))
+        finally:
+            await worker.stop()
+    report = io.StringIO()
+    stats = pstats.Stats(str(profile_path), stream=report)
+    stats.strip_dirs().sort_stats(pstats.SortKey.TIME).print_stats(PROFILE_LINES)
+    return report.getvalue()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from aiobotocore.session import AioSession
 from bench.processes import free_port, localstack_server
 from worker.adapters.aws import queue_config
 from worker.chaos.proxy import RunningProxy, run_fault_proxy
-from worker.chaos.workers import WorkerProcess, WorkerTuning, worker_environment
+from worker.chaos.workers import WorkerProcess, WorkerTuning, read_log, worker_environment
 from worker.localstack import (
     LOCAL_ACCESS_KEY,
     LOCAL_REGION,
@@ -252,6 +252,61 @@ class ReferenceProcess:
             self._process.terminate()
         try:
             await asyncio.to_thread(self._process.wait, _STOP_MARGIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+class ProfiledWorker:
+    """One worker process under cProfile (``python -m cProfile -o FILE -m worker.cli run``).
+
+    cProfile writes its file when the worker exits on its own after SIGTERM (a drain). Its CPU
+    figures are not comparable with an unprofiled run: this only shows where the time goes.
+    """
+
+    def __init__(
+        self, stack: Stack, resources: LocalResources, endpoint_url: str, profile_path: Path
+    ) -> None:
+        environment = {
+            **worker_environment(
+                resources.environment(),
+                PRODUCTION_TUNING,
+                queues_url=stack.proxy.url,
+                model_url=endpoint_url,
+            ),
+            "MODERATION_ENDPOINT_NAME": ENDPOINT_NAME,
+        }
+        command = [
+            sys.executable,
+            *("-m", "cProfile", "-o", str(profile_path)),
+            *("-m", "worker.cli", "run"),
+        ]
+        self._log_path = stack.run_dir / "profiled-worker.log"
+        with self._log_path.open("wb") as log:
+            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                command,
+                env=environment,
+                cwd=_PACKAGE_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def wait_ready(self) -> None:
+        """Until it has logged ``worker_started``; raises if it dies or takes long."""
+        deadline = time.monotonic() + _READY_SECONDS
+        while not any(event.get("event") == "worker_started" for event in read_log(self._log_path)):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the profiled worker did not start")
+            await asyncio.sleep(_POLL_SECONDS)
+
+    async def stop(self) -> None:
+        """SIGTERM, and wait for the drain (and the profile's file); SIGKILL past the grace."""
+        if self._process.poll() is None:
+            self._process.terminate()
+        try:
+            grace = PRODUCTION_TUNING.drain_timeout + _STOP_MARGIN_SECONDS
+            await asyncio.to_thread(self._process.wait, grace)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()

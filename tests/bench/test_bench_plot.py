@@ -92,6 +92,12 @@ def test_a_line_above_the_ceiling_is_clipped_to_the_top_not_dropped() -> None:
         y_ceiling=1000.0,
     )
 
-    _, _, raw = _decoded(render([panel]))
+    width, _, raw = _decoded(render([panel]))
 
-    assert bytes(BLUE) in raw
+    # The plot area's top edge is 60 pixels down; the clipped line runs along it.
+    assert _pixel(raw, width, 500, 60) == bytes(BLUE)
+
+
+def _pixel(raw: bytes, width: int, x: int, y: int) -> bytes:
+    start = y * (1 + 3 * width) + 1 + 3 * x
+    return raw[start : start + 3]

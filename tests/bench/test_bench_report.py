@@ -119,3 +119,14 @@ def test_the_plot_shows_limit_and_goodput_as_shares_of_capacity() -> None:
     assert limit.points == ((0.0, 100.0),)
     assert goodput.points == ((0.0, 93.75), (1.0, 100.0))
     assert panel.references == (("capacity", 100.0),)
+
+
+def test_a_profile_is_added_as_its_own_section_when_taken() -> None:
+    document = render_markdown(ON_TARGET, CONTEXT, "   ncalls  tottime  percall\n")
+
+    assert "## Where the worker's CPU goes" in document
+    assert "```\n   ncalls  tottime  percall\n```" in document
+
+
+def test_no_profile_section_without_a_profile() -> None:
+    assert "## Where the worker's CPU goes" not in render_markdown(ON_TARGET, CONTEXT)
