@@ -25,8 +25,10 @@ typecheck: $(STAMP)
 
 # Two processes: most tests wait on local servers and subprocesses, so this halves the wall time.
 # Whole files stay on one process, since the chaos modules share one scenario per file.
+# PYTHONPATH: bench/ is not installed (it is no part of the worker's distribution), and its smoke
+# tests (tests/bench) import it from the work tree; run them alone the same way.
 test: lint typecheck
-	$(BIN)/pytest -n 2 --dist loadfile
+	PYTHONPATH=$(CURDIR) $(BIN)/pytest -n 2 --dist loadfile
 
 # The long fault-injection run (real worker processes, thousands of messages, a few minutes):
 # prints the figures and rewrites their section of docs/reliability.md. `make test` runs the
