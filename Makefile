@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck chaos lock clean
+.PHONY: demo test lint typecheck chaos bench bench-short localstack lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,16 +17,18 @@ demo: $(STAMP)
 	$(BIN)/moderation-worker local
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests
-	$(BIN)/ruff format --check worker tests
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff format --check worker tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict worker tests
+	$(BIN)/mypy --strict worker tests bench
 
 # Two processes: most tests wait on local servers and subprocesses, so this halves the wall time.
 # Whole files stay on one process, since the chaos modules share one scenario per file.
+# PYTHONPATH: bench/ is not installed (it is no part of the worker's distribution), and its smoke
+# tests (tests/bench) import it from the work tree; run them alone the same way.
 test: lint typecheck
-	$(BIN)/pytest -n 2 --dist loadfile
+	PYTHONPATH=$(CURDIR) $(BIN)/pytest -n 2 --dist loadfile
 
 # The long fault-injection run (real worker processes, thousands of messages, a few minutes):
 # prints the figures and rewrites their section of docs/reliability.md. `make test` runs the
@@ -35,6 +37,36 @@ CHAOS_ARGS ?= --messages 3000 --workers 2 --kills 2 --outage-seconds 5 --seed 7
 chaos: $(STAMP)
 	$(BIN)/python -m worker.chaos $(CHAOS_ARGS) --write docs/reliability.md
 
+# LocalStack runs as a host process (no Docker) from a virtualenv of its own, every package pinned
+# (bench/localstack-requirements.txt). Its release 2026.3.0 needs Python >= 3.13: the first
+# python3.13 (or 3.14) that runs, on the PATH or under pyenv; else set LOCALSTACK_PYTHON=/path/to/python3.13.
+LOCALSTACK_VENV := .venv-localstack
+LOCALSTACK_PYTHON ?= $(shell for candidate in python3.13 $(HOME)/.pyenv/versions/3.13*/bin/python3 \
+	python3.14 $(HOME)/.pyenv/versions/3.14*/bin/python3; do \
+	"$$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
+	&& command -v "$$candidate" && break; done)
+LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed-$(shell cat bench/localstack-requirements.txt | cksum | cut -d' ' -f1)
+
+# The benchmark (a real run, not a test; a quarter of an hour, a few minutes with --short): the
+# worker process against LocalStack (SQS, SNS) and the emulator, beside the reference consumer in
+# bench/. Rewrites docs/performance.md and docs/performance.png. `make test` runs a smoke test only.
+BENCH_ARGS ?=
+bench: $(STAMP) $(LOCALSTACK_STAMP)
+	$(BIN)/python -m bench --localstack-python $(LOCALSTACK_VENV)/bin/python $(BENCH_ARGS)
+
+bench-short:
+	$(MAKE) bench BENCH_ARGS=--short
+
+localstack: $(LOCALSTACK_STAMP)
+
+$(LOCALSTACK_STAMP): bench/localstack-requirements.txt
+	@test -n "$(LOCALSTACK_PYTHON)" && "$(LOCALSTACK_PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 13))' \
+		|| { echo "LocalStack needs Python >= 3.13: set LOCALSTACK_PYTHON=/path/to/python3.13" >&2; exit 2; }
+	rm -rf $(LOCALSTACK_VENV)
+	"$(LOCALSTACK_PYTHON)" -m venv $(LOCALSTACK_VENV)
+	$(LOCALSTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/localstack-requirements.txt
+	@touch $@
+
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.8"
@@ -42,4 +74,4 @@ lock: $(STAMP)
 		--python-version 3.11 --generate-hashes -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCALSTACK_VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -46,8 +46,11 @@ _RATE_ORDER: Final[tuple[tuple[str, FaultKind], ...]] = (
 class EmulatorConfig:
     """Settings fixed for the life of one emulator server.
 
-    ``capacity`` is the number of requests served at once (None: unlimited); one more is answered
-    as throttled straight away. ``endpoint_names`` restricts the SageMaker route to those
+    ``capacity`` is the number of requests served at once (None: unlimited). What happens to one
+    more depends on ``queue_size``: 0 (a hard cap) answers it as throttled straight away; above 0
+    (a queueing server, as TGI and vLLM are) it waits its turn, first come first served, behind at
+    most ``queue_size - 1`` others, and only a call that finds the queue full is throttled; its
+    latency grows with the queue. ``endpoint_names`` restricts the SageMaker route to those
     endpoint names (None: any name). ``echo_prompt_by_default`` is what a request without
     ``return_full_text`` gets (TGI >= 1.4.2 echoes for models without a pipeline tag).
     """
@@ -55,6 +58,7 @@ class EmulatorConfig:
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     capacity: int | None = None
+    queue_size: int = 0
     max_total_tokens: int = 4096
     echo_prompt_by_default: bool = False
     seed: int = 0
@@ -67,6 +71,8 @@ class EmulatorConfig:
             raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
         if self.capacity is not None and self.capacity < 1:
             raise ValueError("capacity must be >= 1 (or None for unlimited)")
+        if self.queue_size < 0:
+            raise ValueError("queue_size must be >= 0")
         if self.max_total_tokens < _MIN_TOTAL_TOKENS:
             raise ValueError(f"max_total_tokens must be >= {_MIN_TOTAL_TOKENS}")
         if self.max_top_n_tokens < 0:
@@ -173,12 +179,19 @@ class EmulatorStats:
     validation_error, prompt_too_long, endpoint_not_found, unreadable_response, cancelled (the
     client went away).
     ``faults_injected`` counts the fault plan's kinds as they were applied (``hang`` included,
-    though a hung request still answers).
+    though a hung request still answers). ``admitted`` counts requests that got a serving slot;
+    ``queued`` those of them that waited for it, ``queue_wait_seconds`` the time they waited in
+    all, and ``max_queue_length`` the longest the queue was.
     """
 
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    admitted: int = 0
+    queued: int = 0
+    queue_length: int = 0
+    max_queue_length: int = 0
+    queue_wait_seconds: float = 0.0
     by_route: Counter[str] = field(default_factory=Counter)
     by_outcome: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
@@ -195,10 +208,26 @@ class EmulatorStats:
         self.in_flight -= 1
         self.by_outcome[outcome] += 1
 
+    def admitted_after(self, waited_seconds: float | None) -> None:
+        """A request got a serving slot, after waiting ``waited_seconds`` (None: at once)."""
+        self.admitted += 1
+        if waited_seconds is not None:
+            self.queued += 1
+            self.queue_wait_seconds += waited_seconds
+
+    def queue_changed(self, length: int) -> None:
+        """The queue of requests waiting for a slot is now ``length`` long."""
+        self.queue_length = length
+        self.max_queue_length = max(self.max_queue_length, length)
+
     def reset(self) -> None:
-        """Zero every counter except the requests still in flight."""
+        """Zero every counter except the requests still in flight and the queue's length."""
         self.requests = 0
         self.max_in_flight = self.in_flight
+        self.admitted = 0
+        self.queued = 0
+        self.max_queue_length = self.queue_length
+        self.queue_wait_seconds = 0.0
         self.by_route.clear()
         self.by_outcome.clear()
         self.faults_injected.clear()
@@ -209,6 +238,11 @@ class EmulatorStats:
             "requests": self.requests,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "admitted": self.admitted,
+            "queued": self.queued,
+            "queue_length": self.queue_length,
+            "max_queue_length": self.max_queue_length,
+            "queue_wait_seconds": self.queue_wait_seconds,
             "by_route": dict(self.by_route),
             "by_outcome": dict(self.by_outcome),
             "faults_injected": dict(self.faults_injected),

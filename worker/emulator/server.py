@@ -8,7 +8,8 @@ Routes (see the package docstring for the wire formats):
 - ``GET /emulator/stats`` (``DELETE`` resets), ``GET``/``PUT /emulator/faults``: admin.
 
 One inference request: down? -> 503; unknown endpoint name? -> ValidationError; over capacity?
--> throttled at once; then the fault plan's draw (error, hang, disconnect, unreadable body, or
+-> throttled at once (a hard cap) or queued for a slot, throttled only when the queue is full
+(a queueing server); then the fault plan's draw (error, hang, disconnect, unreadable body, or
 malformed output); then TGI's request checks and token budget; then latency; then the keyword
 rules answer.
 Nothing here logs a request body or message text.
@@ -19,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -82,6 +85,7 @@ class EmulatorState:
         self.rng = random.Random(config.seed)  # noqa: S311 - reproducible faults, not security
         self.closing = asyncio.Event()
         self._admitted = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def serve(
         self, request: web.Request, route: str, endpoint: str | None
@@ -106,23 +110,68 @@ class EmulatorState:
         allowed = self.config.endpoint_names
         if endpoint is not None and allowed is not None and endpoint not in allowed:
             raise Failure("endpoint_not_found")
-        with self._admission():
+        async with self._admission():
             fault = self.faults.draw(self.rng)
             if fault is not None:
                 self.stats.faults_injected[fault] += 1
                 await self._inject(fault, request)
             return await self._generate(request, malformed=fault == "invalid_output")
 
-    @contextmanager
-    def _admission(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def _admission(self) -> AsyncIterator[None]:
+        """Hold a serving slot for the block; queue for one or be throttled when all are taken."""
         capacity = self.config.capacity
-        if capacity is not None and self._admitted >= capacity:
-            raise Failure("throttled")
-        self._admitted += 1
+        if capacity is None:
+            self.stats.admitted_after(None)
+            yield
+            return
+        if self._admitted < capacity and not self._waiting:
+            self._admitted += 1
+            self.stats.admitted_after(None)
+        else:
+            await self._wait_for_slot()
         try:
             yield
         finally:
-            self._admitted -= 1
+            self._release_slot()
+
+    async def _wait_for_slot(self) -> None:
+        if len(self._waiting) >= self.config.queue_size:
+            raise Failure("throttled")
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        self.stats.queue_changed(len(self._waiting))
+        started = time.monotonic()
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                # The slot was handed over just as this request went away: pass it on.
+                self._release_slot()
+            elif turn in self._waiting:
+                self._waiting.remove(turn)
+                self.stats.queue_changed(len(self._waiting))
+            raise
+        self.stats.admitted_after(time.monotonic() - started)
+
+    def _release_slot(self) -> None:
+        """Hand the slot straight to the first request still waiting, or free it."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            self.stats.queue_changed(len(self._waiting))
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._admitted -= 1
+
+    def close(self) -> None:
+        """The server is stopping: pauses end, and every queued request fails as unavailable."""
+        self.closing.set()
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_exception(Failure("server_error"))
+        self.stats.queue_changed(0)
 
     async def _inject(self, fault: FaultKind, request: web.Request) -> None:
         immediate = _IMMEDIATE_FAULTS.get(fault)
@@ -344,5 +393,5 @@ async def run_emulator(
             url=f"http://{url_host}:{bound_port}", host=host, port=bound_port, app=app
         )
     finally:
-        app[EMULATOR_KEY].closing.set()
+        app[EMULATOR_KEY].close()
         await runner.cleanup()
