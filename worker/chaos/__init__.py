@@ -3,9 +3,9 @@
 Test tooling that ships with the package (so ``python -m worker.chaos`` runs anywhere the worker
 does); the worker itself never imports it. Its parts:
 
-- ``proxy``: a reverse proxy in front of moto's server (and of the emulator: recording, or a
-  SageMaker "endpoint not found" window) that
-  fails a seeded share of chosen AWS calls the way AWS fails them, and counts what it did.
+- ``proxy``: a reverse proxy in front of moto's server that fails a seeded share of chosen AWS
+  calls the way AWS fails them, and counts what it did; in front of the emulator it records, or
+  plays a SageMaker "endpoint not found" window.
 - ``corpus``: the messages sent, each with the outcome the emulator's keyword rules dictate.
 - ``workers``: the worker as real ``moderation-worker run`` subprocesses, and what their logs say.
 - ``scenario``: the driver: provision, send, run, kill, take the endpoint down, collect.
