@@ -154,7 +154,7 @@ def test_a_wrong_verdict_misses_the_bar() -> None:
 
 
 def test_an_oversized_message_still_cycling_misses_the_bar() -> None:
-    trace = OversizedTrace(publish_failures=4, max_receive_count=4)
+    trace = OversizedTrace(events=8, publish_failures=4, max_receive_count=4)
 
     result = tally(CLEAN_VERDICTS, [], trace=trace)
 
@@ -164,10 +164,18 @@ def test_an_oversized_message_still_cycling_misses_the_bar() -> None:
 
 def test_an_oversized_message_moved_by_the_redrive_policy_misses_the_bar() -> None:
     """In the DLQ, but without a reason: the redrive policy put it there, not the worker."""
-    result = tally(CLEAN_VERDICTS, [DeadLetter(OVERSIZED_ID, None)], trace=OversizedTrace(0, 10))
+    trace = OversizedTrace(events=20, publish_failures=10, max_receive_count=10)
+
+    result = tally(CLEAN_VERDICTS, [DeadLetter(OVERSIZED_ID, None)], trace=trace)
 
     assert result.failures == ("oversized: not in the DLQ with a size error_code",)
     assert "redrive" in result.oversized_fate
+
+
+def test_an_oversized_message_the_worker_never_reached_says_so() -> None:
+    result = tally(CLEAN_VERDICTS, [])
+
+    assert result.oversized_fate == "no outcome: the worker logged nothing about it"
 
 
 def test_a_verdict_for_an_id_never_sent_misses_the_bar() -> None:
@@ -212,7 +220,9 @@ def test_the_oversized_trace_reads_only_that_messages_events() -> None:
         {"event": "verdict_published", "request_id": "o-1"},
     ]
 
-    assert oversized_trace(events) == OversizedTrace(publish_failures=2, max_receive_count=3)
+    assert oversized_trace(events) == OversizedTrace(
+        events=2, publish_failures=2, max_receive_count=3
+    )
 
 
 def test_the_hostile_section_is_written_beside_the_chaos_section(tmp_path: Path) -> None:

@@ -451,6 +451,7 @@ def oversized_trace(events: Sequence[Mapping[str, object]]) -> OversizedTrace:
         count for event in own if isinstance(count := event.get("receive_count"), int)
     ]
     return OversizedTrace(
+        events=len(own),
         publish_failures=sum(event.get("event") == "publish_failed" for event in own),
         max_receive_count=max(receive_counts, default=0),
     )

@@ -72,9 +72,10 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class OversizedTrace:
-    """What the worker's log says about the oversized message: failed publishes and the highest
-    receive count it was handled with."""
+    """What the worker's log says about the oversized message: how many events name it, failed
+    publishes, and the highest receive count it was handled with."""
 
+    events: int = 0
     publish_failures: int = 0
     max_receive_count: int = 0
 
@@ -253,6 +254,8 @@ def _oversized_fate(
             )
         elif message_id in copies:
             fates.append(f"published ({len(copies[message_id])} verdicts)")
+        elif not trace.events:
+            fates.append("no outcome: the worker logged nothing about it")
         else:
             fates.append(
                 f"still cycling: {trace.publish_failures} failed publishes, "
