@@ -345,7 +345,7 @@ class Soak:
             if self._log.published >= self._next_sample_at():
                 self._sample()
         wall = time.monotonic() - started
-        if self.samples[-1].messages != self._log.published:
+        if not self.samples or self.samples[-1].messages != self._log.published:
             self._sample()
         await self._worker.stop(grace=self._config.tuning.drain_timeout + _STOP_MARGIN_SECONDS)
         self._log.read()
