@@ -160,7 +160,8 @@ class HostileResult:
     window: tuple[float, float] | None
     worker_events: Mapping[str, int]
     worker_exit_code: int | None
-    completed: bool
+    ended: str
+    wall_seconds: float
 
     def describe(self) -> list[tuple[str, str]]:
         """The set-up rows plus what happened on the way."""
@@ -175,7 +176,7 @@ class HostileResult:
             ("not-found window (observed)", window),
             ("worker log events", events or "none"),
             ("worker exit code after SIGTERM", str(self.worker_exit_code)),
-            ("run ended", "everything accounted for" if self.completed else "linger or deadline"),
+            ("run ended", f"after {self.wall_seconds:.0f} s: {self.ended}"),
         ]
 
 
@@ -251,7 +252,8 @@ class HostileRun:
         self._model.plan.update(endpoint_not_found=True)
         self._window = (self._started, None)
         await self._send_during_window()
-        completed = await self._drive()
+        ended = await self._drive()
+        wall_seconds = time.time() - self._started
         self._end_window()
         exit_code = await self._worker.stop(
             grace=self._config.tuning.drain_timeout + _STOP_MARGIN_SECONDS
@@ -276,7 +278,8 @@ class HostileRun:
             window=self._relative_window(),
             worker_events={name: count for name, count in counts.items() if count},
             worker_exit_code=exit_code,
-            completed=completed,
+            ended=ended,
+            wall_seconds=wall_seconds,
         )
 
     async def _wait_until_ready(self) -> None:
@@ -318,9 +321,10 @@ class HostileRun:
             for _, _, record in messages
         )
 
-    async def _drive(self) -> bool:
-        """Tick until everything is accounted for and the queue is empty (True), or the linger
-        after every valid message or the deadline ends the run (False)."""
+    async def _drive(self) -> str:
+        """Tick until everything is accounted for and the queue is empty, the linger after every
+        valid message was accounted for runs out, the deadline passes or the worker dies; says
+        which."""
         config = self._config
         deadline = time.monotonic() + config.deadline_seconds
         valid_done_at: float | None = None
@@ -332,18 +336,21 @@ class HostileRun:
                 self._wave_sent = True
             if self._wave_sent:
                 if self._all_accounted() and await self._source_empty():
-                    return True
+                    return "everything accounted for, the source queue empty"
                 if valid_done_at is None and self._all_accounted(valid_only=True):
                     valid_done_at = time.monotonic()
                 if (
                     valid_done_at is not None
                     and time.monotonic() - valid_done_at > config.linger_seconds
                 ):
-                    return False
+                    return (
+                        f"{config.linger_seconds:g} s after every valid message was accounted "
+                        "for, the source queue still not empty"
+                    )
             if self._worker.returncode is not None:
-                return False  # the worker died: nothing more will happen
+                return "the worker exited on its own"
             await asyncio.sleep(_TICK_SECONDS)
-        return False
+        return f"the deadline ({config.deadline_seconds:g} s)"
 
     def _step_window(self) -> None:
         window = self._window
