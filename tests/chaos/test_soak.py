@@ -42,7 +42,6 @@ def report(points: tuple[RssSample, ...], *, published: int = 12_000) -> SoakRep
         samples=points,
         wall_seconds=100.0,
         max_growth_mb=5.0,
-        max_slope=1.0,
     )
 
 
@@ -75,10 +74,17 @@ def test_flat_memory_clears_the_bar_and_ignores_the_warm_up() -> None:
 def test_growing_memory_misses_the_bar() -> None:
     result = report(samples((4_000, 100.0), (8_000, 110.24), (12_000, 120.48)))
 
-    assert result.failures == [
-        "RSS grew 20.5 MB after the warm-up (bar 5)",
-        "RSS slope 25.60 MB per 10,000 messages (bar 1)",
-    ]
+    assert result.failures == ["RSS grew 20.5 MB after the warm-up (bar 5)"]
+
+
+def test_a_slow_climb_within_the_growth_bar_is_reported_not_failed() -> None:
+    """The issue's bar is the growth; the slope is there to read, not to judge."""
+    result = report(samples((4_000, 100.0), (8_000, 100.5), (12_000, 101.0)))
+
+    assert result.ok
+    assert dict(result.figures())["slope"] == (
+        "1.25 MB per 10,000 messages (at that rate, +125 MB per million)"
+    )
 
 
 def test_missing_verdicts_miss_the_bar() -> None:

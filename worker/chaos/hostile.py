@@ -182,12 +182,16 @@ class HostileResult:
 
 #: Worker log events worth showing next to the figures.
 REPORTED_EVENTS: Final = (
-    "classifier_rejected",
+    "classifier_rejected",  # before issue 6: an endpoint rejection dead-lettered the message
+    "endpoint_rejected",  # after: logged at error level, the message released
     "classifier_unavailable",
+    "message_invalid",
+    "verdict_too_large",
     "message_dead_lettered",
     "message_released",
     "publish_failed",
     "circuit_opened",
+    "circuit_probe_failed",
     "circuit_closed",
     "visibility_change_failed",
     "handler_failed",

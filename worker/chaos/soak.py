@@ -10,9 +10,10 @@ worker's resident set (``VmRSS`` in ``/proc/PID/status``) is sampled.
 
 Reported: RSS after the warm-up and at the end, their difference, the least-squares slope of RSS
 over messages (from the warm-up on) in MB per 10,000 messages, throughput, and any dead letters or
-duplicate verdicts. The run misses the bar (exit 1) when not every message got a verdict, or RSS
-grew by more than ``--max-growth-mb`` after the warm-up or at more than ``--max-slope`` MB per
-10,000 messages; 2 is for bad options.
+duplicate verdicts. The run misses the bar (exit 1) when not every message got a verdict, a
+message was dead-lettered, or RSS grew by more than ``--max-growth-mb`` from the warm-up to the end
+(issue 6: "flat, within a few MB, over at least 50,000 messages"); 2 is for bad options. The slope
+is reported, not judged: over a short run it mostly measures the allocator settling.
 """
 
 from __future__ import annotations
@@ -119,7 +120,6 @@ class SoakReport:
     samples: tuple[RssSample, ...]
     wall_seconds: float
     max_growth_mb: float
-    max_slope: float
     worker_events: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -154,14 +154,11 @@ class SoakReport:
             found.append(f"{self.messages - self.published} of {self.messages} have no verdict")
         if self.dead_lettered:
             found.append(f"{self.dead_lettered} messages dead-lettered")
-        growth, slope = self.growth_mb, self.slope
-        if growth is None or slope is None:
+        growth = self.growth_mb
+        if growth is None:
             found.append("too few samples after the warm-up to measure growth")
-            return found
-        if growth > self.max_growth_mb:
+        elif growth > self.max_growth_mb:
             found.append(f"RSS grew {growth:.1f} MB after the warm-up (bar {self.max_growth_mb:g})")
-        if slope > self.max_slope:
-            found.append(f"RSS slope {slope:.2f} MB per 10,000 messages (bar {self.max_slope:g})")
         return found
 
     @property
@@ -179,7 +176,7 @@ class SoakReport:
             ("RSS after warm-up", _rss(first)),
             ("RSS at the end", _rss(last)),
             ("growth after warm-up", _mb(self.growth_mb)),
-            ("slope", "-" if self.slope is None else f"{self.slope:.2f} MB per 10,000 messages"),
+            ("slope", _slope(self.slope)),
             (
                 "throughput",
                 "-" if throughput is None else f"{throughput:.0f} messages/s after warm-up",
@@ -230,6 +227,13 @@ def _rss(sample: RssSample | None) -> str:
     if sample is None:
         return "-"
     return f"{sample.rss_mb:.1f} MB (at {sample.messages:,} messages)"
+
+
+def _slope(slope: float | None) -> str:
+    if slope is None:
+        return "-"
+    per_million = slope * 1_000_000 / MESSAGES_PER_SLOPE_UNIT
+    return f"{slope:.2f} MB per 10,000 messages (at that rate, {per_million:+.0f} MB per million)"
 
 
 def _mb(value: float | None) -> str:
@@ -293,7 +297,6 @@ class SoakConfig:
     sample_every: int = 1_000
     backlog: int = 300
     max_growth_mb: float = 5.0
-    max_slope: float = 1.0
     deadline_seconds: float = 3_600.0
     tuning: WorkerTuning = SOAK_TUNING
     emulator: EmulatorConfig = field(default_factory=lambda: EmulatorConfig(latency_ms=5.0))
@@ -360,7 +363,6 @@ class Soak:
             samples=tuple(self.samples),
             wall_seconds=wall,
             max_growth_mb=self._config.max_growth_mb,
-            max_slope=self._config.max_slope,
             worker_events={name: events[name] for name in _REPORTED_EVENTS if events[name]},
         )
 
@@ -431,7 +433,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample_every=args.sample_every,
         backlog=args.backlog,
         max_growth_mb=args.max_growth_mb,
-        max_slope=args.max_slope,
         deadline_seconds=args.deadline,
         log_dir=args.log_dir,
     )
@@ -466,7 +467,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backlog", type=_positive, default=300, help="queued messages at most")
     parser.add_argument("--max-growth-mb", type=float, default=5.0, help="bar: RSS growth")
-    parser.add_argument("--max-slope", type=float, default=1.0, help="bar: MB per 10,000 messages")
     parser.add_argument("--deadline", type=float, default=3_600.0, help="seconds before giving up")
     parser.add_argument("--write", type=Path, help="document whose soak section to rewrite")
     parser.add_argument("--log-dir", type=Path, help="keep the worker's log here")
