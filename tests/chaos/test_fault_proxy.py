@@ -15,7 +15,13 @@ from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError, ConnectionClosedError
 
 from worker.adapters.aws import QUEUE_MAX_ATTEMPTS
-from worker.chaos.proxy import ProxyFaultKind, ProxyFaultPlan, RunningProxy, run_fault_proxy
+from worker.chaos.proxy import (
+    InjectedFault,
+    ProxyFaultKind,
+    ProxyFaultPlan,
+    RunningProxy,
+    run_fault_proxy,
+)
 from worker.chaos.scenario import harness_clients
 from worker.localstack import LocalResources, provision
 
@@ -143,7 +149,7 @@ def test_fault_draws_are_repeatable_for_a_seed() -> None:
     """The same seed meets the same faults in the same order; unlisted operations never fail."""
     plan = ProxyFaultPlan(rates={"Publish": 0.5}, kinds=("internal_error", "drop_request"))
 
-    def draws(seed: int) -> list[ProxyFaultKind | None]:
+    def draws(seed: int) -> list[InjectedFault | None]:
         rng = random.Random(seed)  # noqa: S311 - the proxy's own kind of generator
         return [plan.draw(operation, rng) for operation in ["Publish", "SendMessage"] * 50]
 

@@ -13,6 +13,12 @@ names, it fails a seeded share of the calls the way AWS fails them:
 - ``drop_response``: the call is forwarded and applied, then the connection is cut before the
   answer is sent. The caller cannot tell that it succeeded: the classic source of duplicates.
 
+In front of the model (SageMaker's ``InvokeEndpoint`` route) it can also play a redeploy: while
+the plan's ``endpoint_not_found`` is set, every invocation is answered the way SageMaker answers
+for an endpoint that does not exist (a blue/green swap, a typo in the name): 400 with
+``x-amzn-ErrorType: ValidationError:...`` and ``{"message": "Endpoint NAME of account N not
+found."}``, which botocore reads as a ``ClientError`` with code ``ValidationError``.
+
 botocore retries all of these (standard mode, ``QUEUE_MAX_ATTEMPTS`` attempts per call), so most
 never reach the worker. ``ProxyStats.exhausted`` counts the calls whose every attempt failed,
 recognised by the same operation and body arriving again after a failure: those are the failures
@@ -43,6 +49,16 @@ from worker.adapters.aws import QUEUE_MAX_ATTEMPTS
 
 ProxyFaultKind = Literal["internal_error", "service_unavailable", "drop_request", "drop_response"]
 PROXY_FAULT_KINDS: Final[frozenset[str]] = frozenset(get_args(ProxyFaultKind))
+#: What the proxy can answer in place of the upstream: a drawn fault, or the not-found window.
+InjectedFault = ProxyFaultKind | Literal["endpoint_not_found"]
+#: What SageMaker's runtime answers for an endpoint that does not exist; botocore keeps the part
+#: of the error type before the first colon as the error code.
+SAGEMAKER_NOT_FOUND_STATUS: Final = 400
+SAGEMAKER_NOT_FOUND_ERROR_TYPE: Final = (
+    "ValidationError:http://internal.amazon.com/coral/com.amazon.coral.validate/"
+)
+#: The account named in the not-found message (AWS's documentation example account).
+NOT_FOUND_ACCOUNT_ID: Final = "123456789012"
 #: The calls the worker settles messages with; the ones the chaos runs fail.
 SNS_PUBLISH_OPERATIONS: Final = ("Publish", "PublishBatch")
 SQS_BATCH_OPERATIONS: Final = ("DeleteMessageBatch", "ChangeMessageVisibilityBatch")
@@ -67,7 +83,7 @@ _ERRORS: Final[dict[str, tuple[int, str]]] = {
 }
 _JSON_NAMESPACES: Final = {"AmazonSQS": "com.amazonaws.sqs"}
 _QUERY_NAMESPACE: Final = "https://sns.amazonaws.com/doc/2010-03-31/"
-_INVOCATIONS: Final = re.compile(r"/endpoints/[^/]+/invocations")
+_INVOCATIONS: Final = re.compile(r"/endpoints/(?P<name>[^/]+)/invocations")
 # moto's long polls are short here, but a proxy must never be the thing that hangs a run.
 _UPSTREAM_TIMEOUT_SECONDS: Final = 60.0
 _UPSTREAM_CONNECTIONS: Final = 256
@@ -81,10 +97,13 @@ class ProxyFaultPlan:
 
     ``rates`` maps an AWS operation name (``PublishBatch``, ``DeleteMessageBatch``, ...) to the
     share of its calls that fail; the kind of each failure is drawn evenly from ``kinds``.
+    While ``endpoint_not_found`` is set, every ``InvokeEndpoint`` call is answered as SageMaker
+    answers for a missing endpoint (no draw, nothing forwarded).
     """
 
     rates: dict[str, float] = field(default_factory=dict)
     kinds: tuple[ProxyFaultKind, ...] = ("internal_error", "service_unavailable", "drop_response")
+    endpoint_not_found: bool = False
 
     def __post_init__(self) -> None:
         self.update(rates=self.rates, kinds=self.kinds)
@@ -94,8 +113,10 @@ class ProxyFaultPlan:
         *,
         rates: Mapping[str, float] | None = None,
         kinds: Sequence[ProxyFaultKind] | None = None,
+        endpoint_not_found: bool | None = None,
     ) -> None:
-        """Replace the rates and/or the kinds; raises ``ValueError`` and changes nothing if bad."""
+        """Replace the rates, the kinds and/or the not-found window; raises ``ValueError`` and
+        changes nothing if bad."""
         new_rates = dict(self.rates if rates is None else rates)
         new_kinds = tuple(self.kinds if kinds is None else kinds)
         bad_rates = sorted(name for name, rate in new_rates.items() if not 0.0 <= rate <= 1.0)
@@ -105,9 +126,13 @@ class ProxyFaultPlan:
         if not new_kinds or unknown:
             raise ValueError(f"kinds must be a non-empty choice of {sorted(PROXY_FAULT_KINDS)}")
         self.rates, self.kinds = new_rates, new_kinds
+        if endpoint_not_found is not None:
+            self.endpoint_not_found = endpoint_not_found
 
-    def draw(self, operation: str, rng: random.Random) -> ProxyFaultKind | None:
+    def draw(self, operation: str, rng: random.Random) -> InjectedFault | None:
         """The fault for one call of ``operation``, or None to forward it."""
+        if operation == "InvokeEndpoint" and self.endpoint_not_found:
+            return "endpoint_not_found"
         rate = self.rates.get(operation, 0.0)
         if rate <= 0.0 or rng.random() >= rate:
             return None
@@ -120,7 +145,7 @@ class ProxyCall:
 
     at: float
     operation: str
-    fault: ProxyFaultKind | None
+    fault: InjectedFault | None
 
 
 @dataclass(slots=True)
@@ -139,7 +164,7 @@ class ProxyStats:
     calls: list[ProxyCall] = field(default_factory=list)
     _streaks: dict[str, int] = field(default_factory=dict)
 
-    def record(self, operation: str, fingerprint: str | None, fault: ProxyFaultKind | None) -> None:
+    def record(self, operation: str, fingerprint: str | None, fault: InjectedFault | None) -> None:
         """Count one request; ``fingerprint`` (operation and body) is None when not tracked."""
         self.requests[operation] += 1
         self.calls.append(ProxyCall(at=time.time(), operation=operation, fault=fault))
@@ -188,6 +213,8 @@ class FaultProxy:
         fault = self.plan.draw(operation, self._rng)
         tracked = operation in self.plan.rates
         self.stats.record(operation, _fingerprint(operation, body) if tracked else None, fault)
+        if fault == "endpoint_not_found":
+            return sagemaker_not_found_response(request.path)
         if fault == "drop_request":
             return _drop_connection(request)
         if fault in _ERRORS:
@@ -253,6 +280,20 @@ def aws_error_response(
     )
     return web.Response(
         status=status, text=xml, content_type="text/xml", headers={"x-amzn-RequestId": request_id}
+    )
+
+
+def sagemaker_not_found_response(path: str) -> web.Response:
+    """SageMaker's answer to an invocation of an endpoint that does not exist (see the header)."""
+    match = _INVOCATIONS.fullmatch(path)
+    name = match["name"] if match else "unknown"
+    return web.json_response(
+        {"message": f"Endpoint {name} of account {NOT_FOUND_ACCOUNT_ID} not found."},
+        status=SAGEMAKER_NOT_FOUND_STATUS,
+        headers={
+            "x-amzn-ErrorType": SAGEMAKER_NOT_FOUND_ERROR_TYPE,
+            "x-amzn-RequestId": str(uuid.uuid4()),
+        },
     )
 
 

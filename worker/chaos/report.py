@@ -293,10 +293,16 @@ def _counts(counts: Mapping[str, int]) -> str:
     return f"{total} ({parts})"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the generated section of ``path`` (between its markers), or append it."""
+def write_section(
+    path: Path, section: str, *, begin: str = SECTION_BEGIN, end: str = SECTION_END
+) -> None:
+    """Replace the generated section of ``path`` (between ``begin`` and ``end``), or append it.
+
+    Each command that writes figures (``make chaos``, ``make hostile``, ``make soak``) has its own
+    markers, so none overwrites another's section.
+    """
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    pattern = re.compile(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END), re.DOTALL)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text, count=1)
     else:

@@ -205,7 +205,7 @@ async def run_scenario(config: ScenarioConfig, *, moto_url: str | None = None) -
             run_emulator(dataclasses.replace(config.emulator, seed=config.seed))
         )
         model = await stack.enter_async_context(run_fault_proxy(emulator.url))
-        session = _isolated_session()
+        session = isolated_session()
         async with harness_clients(session, queues.url) as (sqs, sns):
             # Through the proxy (no faults yet), so every URL the worker is given names it.
             resources = await provision(
@@ -245,7 +245,7 @@ async def run_scenario(config: ScenarioConfig, *, moto_url: str | None = None) -
         )
 
 
-def _isolated_session() -> AioSession:
+def isolated_session() -> AioSession:
     """A botocore session that reads no AWS config or credentials file of the machine.
 
     ``AWS_PROFILE`` is ignored too: with no config file, a named profile would not be found.
