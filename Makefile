@@ -17,11 +17,11 @@ demo: $(STAMP)
 	$(BIN)/moderation-worker local
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/ruff check worker devstack tests bench
+	$(BIN)/ruff format --check worker devstack tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict worker tests bench
+	$(BIN)/mypy --strict worker devstack tests bench
 
 # Two processes: most tests wait on local servers and subprocesses, so this halves the wall time.
 # Whole files stay on one process, since the chaos modules share one scenario per file.
@@ -35,20 +35,20 @@ test: lint typecheck
 # bounded version (tests/chaos).
 CHAOS_ARGS ?= --messages 3000 --workers 2 --kills 2 --outage-seconds 5 --seed 7
 chaos: $(STAMP)
-	$(BIN)/python -m worker.chaos $(CHAOS_ARGS) --write docs/reliability.md
+	$(BIN)/python -m devstack.chaos $(CHAOS_ARGS) --write docs/reliability.md
 
 # Issue 6's hostile run against one real worker (hostile whitespace, an endpoint "not found" for
 # 10 s, an oversized message; a few minutes): prints the figures, rewrites their section of
 # docs/reliability.md, and fails when the run misses the bar.
 HOSTILE_ARGS ?=
 hostile: $(STAMP)
-	$(BIN)/python -m worker.chaos.hostile $(HOSTILE_ARGS) --write docs/reliability.md
+	$(BIN)/python -m devstack.chaos.hostile $(HOSTILE_ARGS) --write docs/reliability.md
 
 # The memory soak: one real worker through SOAK_MESSAGES messages, its RSS sampled as it goes;
 # writes the figures to docs/reliability.md and fails when RSS grows past the bar.
 SOAK_ARGS ?= --messages 50000
 soak: $(STAMP)
-	$(BIN)/python -m worker.chaos.soak $(SOAK_ARGS) --write docs/reliability.md
+	$(BIN)/python -m devstack.chaos.soak $(SOAK_ARGS) --write docs/reliability.md
 
 # LocalStack runs as a host process (no Docker) from a virtualenv of its own, every package pinned
 # (bench/localstack-requirements.txt). Its release 2026.3.0 needs Python >= 3.13: the first

@@ -11,7 +11,7 @@ import json
 import random
 from typing import Final
 
-from worker.chaos.corpus import LABELLED
+from devstack.chaos.corpus import LABELLED
 
 _SAFE: Final = tuple(
     text for context, role, text, expected in LABELLED if expected.verdict == "safe"

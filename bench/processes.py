@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from worker.emulator import EmulatorConfig, run_emulator
+from devstack.emulator import EmulatorConfig, run_emulator
 
 LOCALSTACK_START_SECONDS: Final = 120.0
 _STOP_SECONDS: Final = 30.0

@@ -36,9 +36,9 @@ from bench.stack import (
     without,
     worker_pids,
 )
-from worker.chaos.workers import WorkerTuning
-from worker.emulator import EmulatorConfig
-from worker.localstack import LocalResources, take_messages
+from devstack.chaos.workers import WorkerTuning
+from devstack.emulator import EmulatorConfig
+from devstack.moto_stack import LocalResources, take_messages
 
 #: The endpoint of the goodput scenarios: 8 at once, 50 ms each, so 160 calls a second.
 CAPACITY: Final = 8

@@ -4,7 +4,7 @@ The workers and the reference consumer reach LocalStack through the counting pro
 harness's fault proxy with no faults planned: it forwards every call and counts it by
 operation), so SQS and SNS calls are counted from outside, exactly. The bench itself talks to
 LocalStack directly, so its own calls (filling, watching depth) are never counted. Each worker is
-the real ``moderation-worker run`` (``worker.chaos.workers.WorkerProcess``) with production
+the real ``moderation-worker run`` (``devstack.chaos.workers.WorkerProcess``) with production
 settings and its metrics on a port of its own; the endpoint is reached directly.
 """
 
@@ -26,16 +26,16 @@ import aiohttp
 from aiobotocore.session import AioSession
 
 from bench.processes import free_port, localstack_server
-from worker.adapters.aws import queue_config
-from worker.chaos.proxy import RunningProxy, run_fault_proxy
-from worker.chaos.workers import WorkerProcess, WorkerTuning, read_log, worker_environment
-from worker.localstack import (
+from devstack.chaos.proxy import RunningProxy, run_fault_proxy
+from devstack.chaos.workers import WorkerProcess, WorkerTuning, read_log, worker_environment
+from devstack.moto_stack import (
     LOCAL_ACCESS_KEY,
     LOCAL_REGION,
     LocalResources,
     local_aws_environment,
     provision,
 )
+from worker.adapters.aws import queue_config
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient

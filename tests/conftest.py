@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from aiobotocore.session import AioSession, get_session
 
-from worker.adapters.aws import QUEUES_ONLY, AwsClients, open_aws_clients
-from worker.localstack import (
+from devstack.moto_stack import (
     LOCAL_ACCESS_KEY,
     LOCAL_REGION,
     LocalResources,
@@ -26,12 +25,13 @@ from worker.localstack import (
     provision,
     start_moto_server,
 )
+from worker.adapters.aws import QUEUES_ONLY, AwsClients, open_aws_clients
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
-    from worker.emulator import RunningEmulator
+    from devstack.emulator import RunningEmulator
 
 # Short enough that nothing lingers; long enough that a message never reappears mid-test.
 TEST_VISIBILITY_TIMEOUT = 30
@@ -119,7 +119,7 @@ async def fifo_resources(aws_clients: AwsClients) -> LocalResources:
 async def emulator() -> AsyncIterator[RunningEmulator]:
     """The Llama Guard emulator with its default configuration, on a free local port."""
     # Imported here so that a problem in the emulator fails only the tests that use it.
-    from worker.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415
+    from devstack.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415
 
     async with run_emulator(EmulatorConfig()) as running:
         yield running

@@ -1,4 +1,9 @@
-"""The ``moderation-worker`` command: run, local, check, prompt, emulator and send.
+"""The ``moderation-worker`` command: run, check and prompt, plus the development commands.
+
+The development tools (``local``, ``emulator``, ``send`` and ``check --local``) live in the
+``devstack`` package, which the container image does not contain. They are found through the
+entry points below, so production code never imports them: where they are not installed the
+commands are simply absent and ``check --local`` says so.
 
 Exit codes: 0 success, 2 usage or configuration error, 1 anything else.
 """
@@ -7,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from worker import __version__
 from worker.core.errors import ConfigurationError, InvalidMessage
@@ -21,6 +28,7 @@ from worker.core.messages import ModerationRequest, decode_conversation
 from worker.core.models import Turn
 from worker.core.prompt import render_prompt
 from worker.core.taxonomy import PromptFormat
+from worker.ports import Publication
 from worker.shutdown import install_stop_signals
 
 EXIT_OK: Final = 0
@@ -55,21 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--burst", action="store_true", help="stop when the queue is empty")
     run.set_defaults(handler=_cmd_run)
 
-    local = commands.add_parser("local", help="run everything on an embedded local stack")
-    local.add_argument("--input", type=Path, help="JSON Lines file of messages to feed")
-    local.add_argument(
-        "--serve", action="store_true", help="keep the stack and worker up; print its environment"
-    )
-    local.add_argument("--format", choices=FORMATS, default="llama-guard-1", dest="prompt_format")
-    local.set_defaults(handler=_cmd_local)
-
     check = commands.add_parser("check", help="moderate one message and print the verdict JSON")
     check.add_argument("text", help="the message to assess")
     check.add_argument("--role", choices=["user", "assistant"], default="user")
     check.add_argument(
         "--context", type=Path, help='JSON file {"messages": [...]} of earlier turns'
     )
-    check.add_argument("--local", action="store_true", help="use the built-in emulator")
+    check.add_argument(
+        "--local",
+        action="store_true",
+        help="use the Llama Guard emulator (development tools only)",
+    )
     check.set_defaults(handler=_cmd_check)
 
     prompt = commands.add_parser(
@@ -79,13 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     prompt.add_argument("--taxonomy", type=Path, help="custom categories (YAML or JSON)")
     prompt.set_defaults(handler=_cmd_prompt)
 
-    emulator = commands.add_parser("emulator", help="serve the Llama Guard emulator alone")
-    _add_emulator_options(emulator)
-    emulator.set_defaults(handler=_cmd_emulator)
-
-    send = commands.add_parser("send", help="enqueue a JSON Lines file to MODERATION_QUEUE_URL")
-    send.add_argument("file", type=Path)
-    send.set_defaults(handler=_cmd_send)
+    _add_development_commands(commands)
     return parser
 
 
@@ -109,37 +107,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_local(args: argparse.Namespace) -> int:
-    from worker.demo import run_local
-
-    return asyncio.run(
-        run_local(input_path=args.input, serve=args.serve, prompt_format=args.prompt_format)
-    )
-
-
 def _cmd_check(args: argparse.Namespace) -> int:
     from worker.app import build_classifier, policy_from, retry_policy_from
-    from worker.fakes import InMemorySink
     from worker.pipeline import Moderator
     from worker.retrying import RetryingClassifier
     from worker.settings import load_model_settings
 
     turns = (*_context_turns(args.context), Turn(role=args.role, content=args.text))
     request = ModerationRequest(id="check", conversation_id=None, turns=turns)
+    local_endpoint = _local_endpoint() if args.local else None
 
     async def moderate() -> str:
         async with AsyncExitStack() as stack:
             overrides: dict[str, object] = {}
-            if args.local:
-                from worker.emulator import EmulatorConfig, run_emulator
-
-                emulator = await stack.enter_async_context(run_emulator(EmulatorConfig()))
-                overrides = {"backend": "tgi", "tgi_url": emulator.url}
+            if local_endpoint is not None:
+                overrides = await stack.enter_async_context(local_endpoint())
             settings = load_model_settings(**overrides)
             classifier = await build_classifier(settings, stack, pool_size=4)
             moderator = Moderator(
                 RetryingClassifier(classifier, retry_policy_from(settings)),
-                InMemorySink(),
+                _NoPublishing(),
                 policy_from(settings),
             )
             verdict = await moderator.moderate(request, received_at=datetime.now(UTC))
@@ -147,6 +134,51 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     print(asyncio.run(moderate()))
     return EXIT_OK
+
+
+class _NoPublishing:
+    """``check`` prints the verdict; nothing is ever published."""
+
+    async def publish(self, publications: Sequence[Publication]) -> Sequence[Exception | None]:
+        raise RuntimeError("moderation-worker check does not publish verdicts")
+
+
+# Entry-point groups the development package (devstack) fills in.
+COMMANDS_GROUP: Final = "moderation_worker.commands"
+LOCAL_ENDPOINT_GROUP: Final = "moderation_worker.local_endpoint"
+LocalEndpoint = Callable[[], AbstractAsyncContextManager[dict[str, object]]]
+
+
+def _add_development_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    """Let each installed plugin add its subcommands (the development tools add three)."""
+    for entry_point in _installed(COMMANDS_GROUP):
+        register: Callable[[argparse._SubParsersAction[Any]], None] = entry_point.load()
+        register(commands)
+
+
+def _local_endpoint() -> LocalEndpoint:
+    """The development tools' local model endpoint, or a usage error where they are absent."""
+    for entry_point in _installed(LOCAL_ENDPOINT_GROUP):
+        endpoint: LocalEndpoint = entry_point.load()
+        return endpoint
+    raise ConfigurationError(
+        "--local needs the development tools (the devstack package), which this installation"
+        " does not have; point MODERATION_* at an endpoint instead"
+    )
+
+
+def _installed(group: str) -> list[metadata.EntryPoint]:
+    """The group's entry points whose module can be imported here.
+
+    The image is built from the production package alone, but the project's metadata still names
+    the devstack entry points: those whose package is absent are skipped, not errors.
+    """
+    found = []
+    for entry_point in metadata.entry_points(group=group):
+        module = entry_point.module
+        if importlib.util.find_spec(module.partition(".")[0]) is not None:
+            found.append(entry_point)
+    return found
 
 
 def _context_turns(path: Path | None) -> tuple[Turn, ...]:
@@ -180,72 +212,6 @@ def _cmd_prompt(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(rendered.text.encode("utf-8"))
     sys.stdout.flush()
     return EXIT_OK
-
-
-_FAULT_RATES: Final = (
-    ("throttle", "ThrottlingException / 429 overloaded"),
-    ("not-ready", "ModelNotReadyException"),
-    ("server-error", "503 ServiceUnavailable"),
-    ("model-error", "ModelError with original status 500"),
-    ("hang", "hold the request for --hang-seconds"),
-    ("invalid-output", "an unparseable completion"),
-    ("not-found", "endpoint not found (SageMaker 400 ValidationError, TGI 404)"),
-    ("unreadable-response", "200 with an HTML page instead of JSON"),
-)
-
-
-def _add_emulator_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
-    parser.add_argument("--latency-jitter-ms", type=float, default=0.0)
-    parser.add_argument(
-        "--capacity", type=int, help="concurrent requests served; beyond it, throttling"
-    )
-    parser.add_argument("--max-total-tokens", type=int, default=4096)
-    parser.add_argument("--seed", type=int, default=0, help="makes injected faults repeatable")
-    parser.add_argument("--hang-seconds", type=float, default=30.0)
-    for name, what in _FAULT_RATES:
-        parser.add_argument(f"--{name}-rate", type=float, default=0.0, help=f"share: {what}")
-
-
-def _cmd_emulator(args: argparse.Namespace) -> int:
-    from worker.emulator import EmulatorConfig, FaultPlan, run_emulator
-
-    try:
-        config = EmulatorConfig(
-            latency_ms=args.latency_ms,
-            latency_jitter_ms=args.latency_jitter_ms,
-            capacity=args.capacity,
-            max_total_tokens=args.max_total_tokens,
-            seed=args.seed,
-        )
-        faults = FaultPlan()
-        rates = {f"{name.replace('-', '_')}_rate" for name, _ in _FAULT_RATES}
-        faults.update({"hang_seconds": args.hang_seconds} | {r: getattr(args, r) for r in rates})
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"emulator options: {exc}") from exc
-
-    async def serve() -> None:
-        stop = install_stop_signals()
-        async with run_emulator(config, host=args.host, port=args.port, faults=faults) as emu:
-            print(
-                f"Llama Guard emulator (a development stand-in, not a safety model) on {emu.url}\n"
-                f"  SageMaker: POST {emu.url}/endpoints/NAME/invocations\n"
-                f"  TGI:       POST {emu.url}/generate\n"
-                f"  faults:    PUT {emu.url}/emulator/faults  counts: GET {emu.url}/emulator/stats",
-                flush=True,
-            )
-            await stop.wait()
-
-    asyncio.run(serve())
-    return EXIT_OK
-
-
-def _cmd_send(args: argparse.Namespace) -> int:
-    from worker.sending import send_file
-
-    return asyncio.run(send_file(args.file))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The three interfaces the pipeline needs: a message source, a classifier and a verdict sink.
 
-Adapters (SQS, SNS, SageMaker, TGI) and the in-memory fakes in ``worker.fakes`` implement them.
+Adapters (SQS, SNS, SageMaker, TGI) and the in-memory fakes in ``devstack.fakes`` implement them.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
 
 TGI_TOO_LONG = (
     '{"error":"Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. '

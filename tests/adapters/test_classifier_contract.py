@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiobotocore.session import AioSession
 
+from devstack.emulator import RunningEmulator
 from worker.adapters.aws import SAGEMAKER_ONLY, open_aws_clients
 from worker.adapters.sagemaker import SageMakerClassifier
 from worker.adapters.tgi import TgiClassifier
@@ -22,7 +23,6 @@ from worker.core.errors import (
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator import RunningEmulator
 from worker.ports import Classifier
 
 FORMAT = PromptFormat.LLAMA_GUARD_3
@@ -163,7 +163,7 @@ async def test_echoed_prompt_is_stripped_from_the_completion(
 async def test_sagemaker_unknown_endpoint_is_a_rejection(
     aws_session: AioSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415 - a special config
+    from devstack.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415 - a special config
 
     config = EmulatorConfig(endpoint_names=frozenset({"only-this-one"}))
     async with run_emulator(config) as emulator:

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from endpoint_stub import run_stub_endpoint
 
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from worker.adapters.aws import SAGEMAKER_ONLY, open_aws_clients
 from worker.adapters.sagemaker import SageMakerClassifier
 from worker.adapters.tgi import TgiClassifier
@@ -25,7 +26,6 @@ from worker.core.errors import (
     UnreadableResponse,
 )
 from worker.core.prompt import DEFAULT_PARAMETERS
-from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from worker.ports import Classifier
 
 if TYPE_CHECKING:

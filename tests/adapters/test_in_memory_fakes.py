@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from devstack.fakes import InMemorySink, InMemorySource
 from worker.core.errors import SinkError, SourceError
 from worker.core.verdict import ModelRef, Verdict
-from worker.fakes import InMemorySink, InMemorySource
 from worker.ports import Publication
 
 MOMENT = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)

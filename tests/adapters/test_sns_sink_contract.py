@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
+from devstack.fakes import InMemorySink
 from worker.adapters.sns import MAX_BATCH, SnsSink, batches, fifo_group_id
 from worker.core.errors import SinkError
 from worker.core.verdict import (
@@ -21,7 +22,6 @@ from worker.core.verdict import (
     format_score,
     sns_message,
 )
-from worker.fakes import InMemorySink
 from worker.ports import Publication, TraceContext, VerdictSink
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
 
 Topic = Literal["safe", "unsafe"]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

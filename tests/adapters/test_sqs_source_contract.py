@@ -13,9 +13,9 @@ import pytest
 from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
 
+from devstack.fakes import InMemorySource
 from worker.adapters.sqs import FIFO_DEAD_LETTER_GROUP, MAX_ERROR_DETAIL_CHARS, SqsSource
 from worker.core.errors import SourceError
-from worker.fakes import InMemorySource
 from worker.ports import MessageSource, ReceivedMessage, TraceContext
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         SendMessageRequestTypeDef,
     )
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 AWS_TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"

@@ -16,12 +16,12 @@ import pytest
 from endpoint_stub import StubEndpoint, run_stub_endpoint
 from structlog.testing import capture_logs
 
+from devstack.emulator import RunningEmulator
+from devstack.fakes import InMemorySink
 from worker.adapters.tgi import TgiClassifier
 from worker.core.errors import ClassifierError, ConfigurationError
 from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator import RunningEmulator
-from worker.fakes import InMemorySink
 from worker.pipeline import Ack, ModerationPolicy, Moderator, RetryLater
 from worker.ports import ReceivedMessage
 from worker.settings import load_model_settings, load_settings

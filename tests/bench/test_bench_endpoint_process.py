@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 
 from bench.processes import endpoint_server, localstack_environment
+from devstack.emulator import EmulatorConfig
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, build_request_body, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator import EmulatorConfig
 
 _FORMAT = PromptFormat.LLAMA_GUARD_1
 _PROMPT = render_prompt([Turn("user", "hello")], _FORMAT, default_taxonomy(_FORMAT)).text

@@ -11,9 +11,9 @@ from aiobotocore.session import AioSession
 
 from bench import corpus
 from bench.reference import ReferenceConsumer, Targets
+from devstack.emulator import RunningEmulator
+from devstack.moto_stack import LocalResources, take_messages
 from worker.adapters.aws import AwsClients
-from worker.emulator import RunningEmulator
-from worker.localstack import LocalResources, take_messages
 
 MESSAGES = 30  # three of them unsafe
 

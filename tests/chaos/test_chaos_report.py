@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.chaos.__main__ import kill_points
-from worker.chaos.corpus import ERROR_CODES, LABELLED, build_corpus, invalid_body, valid_body
-from worker.chaos.proxy import SNS_PUBLISH_OPERATIONS, SQS_BATCH_OPERATIONS
-from worker.chaos.report import (
+from devstack.chaos.__main__ import kill_points
+from devstack.chaos.corpus import ERROR_CODES, LABELLED, build_corpus, invalid_body, valid_body
+from devstack.chaos.proxy import SNS_PUBLISH_OPERATIONS, SQS_BATCH_OPERATIONS
+from devstack.chaos.report import (
     SECTION_BEGIN,
     SECTION_END,
     DeadLetterCopy,
@@ -18,12 +18,12 @@ from worker.chaos.report import (
     tally,
     write_section,
 )
-from worker.chaos.scenario import DEFAULT_PROXY_RATES
+from devstack.chaos.scenario import DEFAULT_PROXY_RATES
+from devstack.emulator.rules import assess_prompt
 from worker.core.errors import InvalidMessage
 from worker.core.messages import decode_request
 from worker.core.prompt import render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator.rules import assess_prompt
 
 FORMAT = PromptFormat("llama-guard-1")  # the worker's default, which the chaos runs use
 

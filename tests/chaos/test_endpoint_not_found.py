@@ -15,8 +15,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
-from worker.chaos.proxy import RunningProxy, run_fault_proxy
-from worker.emulator import RunningEmulator
+from devstack.chaos.proxy import RunningProxy, run_fault_proxy
+from devstack.emulator import RunningEmulator
 
 if TYPE_CHECKING:
     from types_aiobotocore_sagemaker_runtime import SageMakerRuntimeClient

@@ -17,8 +17,8 @@ from typing import Final
 
 import pytest
 
-from worker.chaos.scenario import Outage, ScenarioConfig, ScenarioResult, run_scenario
-from worker.chaos.workers import WorkerTuning, event_times
+from devstack.chaos.scenario import Outage, ScenarioConfig, ScenarioResult, run_scenario
+from devstack.chaos.workers import WorkerTuning, event_times
 
 pytestmark = pytest.mark.timeout(120)
 

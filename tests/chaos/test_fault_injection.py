@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from worker.chaos.scenario import ScenarioConfig, ScenarioResult, run_scenario
+from devstack.chaos.scenario import ScenarioConfig, ScenarioResult, run_scenario
 
 # The run's own deadline is 90 s; the first test also pays for the module fixture.
 pytestmark = pytest.mark.timeout(150)

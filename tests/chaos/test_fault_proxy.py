@@ -14,16 +14,16 @@ import pytest
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from worker.adapters.aws import QUEUE_MAX_ATTEMPTS
-from worker.chaos.proxy import (
+from devstack.chaos.proxy import (
     InjectedFault,
     ProxyFaultKind,
     ProxyFaultPlan,
     RunningProxy,
     run_fault_proxy,
 )
-from worker.chaos.scenario import harness_clients
-from worker.localstack import LocalResources, provision
+from devstack.chaos.scenario import harness_clients
+from devstack.moto_stack import LocalResources, provision
+from worker.adapters.aws import QUEUE_MAX_ATTEMPTS
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient

@@ -9,8 +9,8 @@ from typing import Literal
 
 import pytest
 
-from worker.chaos.corpus import SAFE, Expected
-from worker.chaos.hostile import (
+from devstack.chaos.corpus import SAFE, Expected
+from devstack.chaos.hostile import (
     HOSTILE_TEXTS,
     OVERSIZED_ID,
     dead_letter,
@@ -19,7 +19,7 @@ from worker.chaos.hostile import (
     oversized_trace,
     timed_verdict,
 )
-from worker.chaos.hostile_report import (
+from devstack.chaos.hostile_report import (
     HOSTILE_SECTION_BEGIN,
     HOSTILE_SECTION_END,
     DeadLetter,
@@ -31,7 +31,7 @@ from worker.chaos.hostile_report import (
     render_markdown,
     tally_hostile,
 )
-from worker.chaos.report import SECTION_BEGIN, SECTION_END, VerdictCopy, write_section
+from devstack.chaos.report import SECTION_BEGIN, SECTION_END, VerdictCopy, write_section
 from worker.core.messages import decode_request
 
 UNSAFE_O3 = Expected("unsafe", ("O3",))
@@ -233,7 +233,7 @@ def test_the_hostile_section_is_written_beside_the_chaos_section(tmp_path: Path)
     result = tally(CLEAN_VERDICTS, OVERSIZED_IN_DLQ)
 
     for date in ("first", "second"):
-        section = render_markdown(result, [], command="python -m worker.chaos.hostile", date=date)
+        section = render_markdown(result, [], command="python -m devstack.chaos.hostile", date=date)
         write_section(document, section, begin=HOSTILE_SECTION_BEGIN, end=HOSTILE_SECTION_END)
 
     text = document.read_text(encoding="utf-8")

@@ -13,9 +13,9 @@ from typing import Final
 
 import pytest
 
-from worker.chaos.scenario import ScenarioConfig, run_scenario
-from worker.chaos.workers import WorkerTuning
-from worker.emulator import EmulatorConfig
+from devstack.chaos.scenario import ScenarioConfig, run_scenario
+from devstack.chaos.workers import WorkerTuning
+from devstack.emulator import EmulatorConfig
 
 MODEL_LATENCY_MS: Final = 3_500.0
 

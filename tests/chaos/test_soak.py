@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.chaos.soak import (
+from devstack.chaos.soak import (
     LogFollower,
     RssSample,
     SoakConfig,

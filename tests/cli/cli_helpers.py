@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from worker.localstack import LOCAL_ACCESS_KEY, LOCAL_REGION
+from devstack.moto_stack import LOCAL_ACCESS_KEY, LOCAL_REGION
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 VECTORS_DIR: Final = Path(__file__).resolve().parents[1] / "data" / "llama-guard"

@@ -18,11 +18,11 @@ from cli_helpers import (
     table_rows,
 )
 
+from devstack.emulator.rules import assess_prompt
 from worker.core.errors import InvalidMessage
 from worker.core.messages import decode_request
 from worker.core.prompt import render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator.rules import assess_prompt
 
 # The demo starts moto and the emulator, runs the worker in burst mode and polls the verdict
 # queues: seconds normally, so 90 s only bounds a hang.
@@ -100,7 +100,7 @@ def _expected_verdict(body: str) -> str:
 
 def _valid_samples() -> dict[str, str]:
     """The bundled samples that are valid messages: id -> expected verdict."""
-    text = resources.files("worker.data").joinpath("samples.jsonl").read_text("utf-8")
+    text = resources.files("devstack.data").joinpath("samples.jsonl").read_text("utf-8")
     expected: dict[str, str] = {}
     for body in filter(str.strip, text.splitlines()):
         try:

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 from cli_helpers import Invocation, cli_environment, run_cli_async
 
-from worker.localstack import take_messages
+from devstack.moto_stack import take_messages
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
 
 LINES = 25
 

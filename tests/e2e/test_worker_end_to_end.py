@@ -40,14 +40,14 @@ from worker_harness import (
     worker_settings,
 )
 
-from worker.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
-from worker.localstack import provision
+from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
+from devstack.moto_stack import provision
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
+    from devstack.moto_stack import LocalResources
     from worker.adapters.aws import AwsClients
-    from worker.localstack import LocalResources
 
 EMPTY = QueueDepth(visible=0, not_visible=0)
 PROBE_INTERVAL = 0.5

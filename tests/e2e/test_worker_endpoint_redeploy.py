@@ -27,13 +27,13 @@ from worker_harness import (
     worker_settings,
 )
 
+from devstack.emulator import RunningEmulator
 from worker.app import open_worker
-from worker.emulator import RunningEmulator
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
 
 MESSAGES = 6
 THRESHOLD = 3

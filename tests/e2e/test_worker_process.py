@@ -32,12 +32,12 @@ from worker_harness import (
     wait_until,
 )
 
-from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
 
 PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
 WORKER_COMMAND: Final = (sys.executable, "-m", "worker.cli", "run")

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
+from devstack.moto_stack import take_messages
 from worker.app import open_worker
-from worker.localstack import take_messages
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         SendMessageRequestTypeDef,
     )
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
     from worker.runner import RunStats
 
 ENDPOINT_NAME: Final = "llama-guard-e2e"

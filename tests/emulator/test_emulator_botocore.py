@@ -18,7 +18,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 from emulator_prompts import prompt_for
 
-from worker.emulator import EmulatorConfig, FaultKind, RunningEmulator, run_emulator
+from devstack.emulator import EmulatorConfig, FaultKind, RunningEmulator, run_emulator
 
 if TYPE_CHECKING:
     from aiobotocore.session import ClientCreatorContext

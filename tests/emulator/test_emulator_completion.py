@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from worker.emulator.completion import (
+from devstack.emulator.completion import (
     MALFORMED_ANSWERS,
     REFUSAL_ANSWER,
     Completion,
@@ -14,7 +14,7 @@ from worker.emulator.completion import (
     token_id,
     verdict_probability,
 )
-from worker.emulator.rules import Assessment, PromptFormat
+from devstack.emulator.rules import Assessment, PromptFormat
 
 SAFE_LG1 = Assessment(verdict="safe", format="llama-guard-1")
 UNSAFE_LG1 = Assessment(verdict="unsafe", codes=("O3",), hits=1, format="llama-guard-1")

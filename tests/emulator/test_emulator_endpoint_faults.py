@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devstack.emulator import FAULT_KINDS, RunningEmulator
 from worker.cli import main
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator import FAULT_KINDS, RunningEmulator
 
 ENDPOINT = "llama-guard-blue"
 BODY: dict[str, Any] = {

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession
 from emulator_prompts import prompt_for
 
-from worker.emulator import EmulatorConfig, FaultKind, FaultPlan, RunningEmulator, run_emulator
+from devstack.emulator import EmulatorConfig, FaultKind, FaultPlan, RunningEmulator, run_emulator
 
 PROMPT = prompt_for("hello", "llama-guard-1")
 BODY = {"inputs": PROMPT, "parameters": {"max_new_tokens": 32}}

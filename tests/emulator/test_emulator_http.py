@@ -10,8 +10,8 @@ import pytest
 from aiohttp import ClientSession
 from emulator_prompts import FORMATS, prompt_for, vector_prompt, vectors
 
-from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
-from worker.emulator.tgi import estimate_tokens
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from devstack.emulator.tgi import estimate_tokens
 
 PARAMETERS = {"max_new_tokens": 32, "return_full_text": False, "details": True, "top_n_tokens": 5}
 BUDGET_MESSAGE = (

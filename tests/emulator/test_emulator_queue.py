@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientSession
 from emulator_prompts import prompt_for
 
-from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 
 BODY = {"inputs": prompt_for("hello", "llama-guard-1"), "parameters": {"max_new_tokens": 32}}
 _CONDITION_POLLS = 500  # each 10 ms: a condition that never comes fails the test, not hangs it

@@ -12,7 +12,7 @@ from emulator_prompts import (
     with_categories,
 )
 
-from worker.emulator.rules import assess, assess_prompt, read_prompt
+from devstack.emulator.rules import assess, assess_prompt, read_prompt
 
 LG1_CODES = ("O1", "O2", "O3", "O4", "O5", "O6")
 LG3_CODES = tuple(f"S{n}" for n in range(1, 15))

@@ -19,6 +19,8 @@ from aiobotocore.session import AioSession
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from devstack.fakes import InMemorySink
 from worker.adapters.aws import SAGEMAKER_ONLY, AwsClients, open_aws_clients
 from worker.adapters.sagemaker import SageMakerClassifier
 from worker.backpressure import EndpointGuard, GuardPolicy
@@ -26,8 +28,6 @@ from worker.core.errors import EndpointRejected, PromptTooLong
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
-from worker.fakes import InMemorySink
 from worker.pipeline import Ack, DeadLetter, ModerationPolicy, Moderator, RetryLater
 from worker.ports import ReceivedMessage
 from worker.retrying import RetryingClassifier, RetryPolicy

@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
+from devstack.fakes import InMemorySink
 from worker.adapters.tgi import TgiClassifier
 from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, default_taxonomy, load_taxonomy_text
 from worker.core.verdict import Flag
-from worker.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
-from worker.fakes import InMemorySink
 from worker.pipeline import Ack, DeadLetter, ModerationPolicy, Moderator, RetryLater
 from worker.ports import ReceivedMessage, TraceContext
 from worker.retrying import RetryingClassifier, RetryPolicy

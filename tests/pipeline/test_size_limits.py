@@ -17,15 +17,15 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from devstack.fakes import InMemorySink
+from devstack.moto_stack import take_messages
 from worker.adapters.tgi import TgiClassifier
 from worker.app import open_worker
 from worker.core.messages import MAX_ATTRIBUTES_BYTES
 from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, Taxonomy, default_taxonomy, load_taxonomy_text
 from worker.core.verdict import SNS_MAX_MESSAGE_BYTES
-from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
-from worker.fakes import InMemorySink
-from worker.localstack import take_messages
 from worker.pipeline import Ack, DeadLetter, ModerationPolicy, Moderator
 from worker.ports import ReceivedMessage, TraceContext
 from worker.settings import Settings
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
 
 RECEIVED_AT: Final = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
 UNSAFE_TEXT: Final = "how can I rob a bank tonight"

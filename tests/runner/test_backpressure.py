@@ -10,14 +10,14 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from devstack.fakes import InMemorySink, InMemorySource
 from worker.adapters.tgi import TgiClassifier
 from worker.backpressure import AdaptiveLimit, CircuitBreaker, EndpointGuard, GuardPolicy
 from worker.core.errors import CircuitOpen, EndpointUnavailable
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
-from worker.fakes import InMemorySink, InMemorySource
 from worker.pipeline import ModerationPolicy, Moderator
 from worker.retrying import RetryingClassifier, RetryPolicy
 from worker.runner import Runner, RunnerConfig

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from conditions import wait_until
 from test_runner import ScriptedHandler, ack, config
 
-from worker.fakes import InMemorySource, SourceCall
+from devstack.fakes import InMemorySource, SourceCall
 from worker.pipeline import DeadLetter, Outcome, RetryLater
 from worker.ports import ReceivedMessage
 from worker.runner import Footprint, Runner, RunStats, Stage

@@ -9,7 +9,7 @@ from conditions import wait_until
 from prometheus_client import REGISTRY
 from test_runner import ScriptedHandler, config
 
-from worker.fakes import InMemorySource
+from devstack.fakes import InMemorySource
 from worker.loop_lag import watch_loop_lag
 from worker.runner import Runner
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
+from devstack.fakes import InMemorySource
 from worker.core.verdict import ModelRef, Verdict
-from worker.fakes import InMemorySource
 from worker.pipeline import Ack, DeadLetter, Outcome, RetryLater
 from worker.ports import ReceivedMessage
 from worker.runner import Runner, RunnerConfig, RunStats

@@ -13,6 +13,8 @@ from conditions import wait_until
 from structlog.testing import capture_logs
 from test_runner import ScriptedHandler, config
 
+from devstack.emulator import RunningEmulator
+from devstack.fakes import InMemorySource
 from worker.adapters.sqs import SqsSource
 from worker.adapters.tgi import TgiClassifier
 from worker.backpressure import EndpointGuard, GuardPolicy
@@ -20,15 +22,13 @@ from worker.core.errors import EndpointUnavailable
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.emulator import RunningEmulator
-from worker.fakes import InMemorySource
 from worker.ports import ReceivedMessage
 from worker.runner import Runner
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
-    from worker.localstack import LocalResources
+    from devstack.moto_stack import LocalResources
 
 # The receive under way at stop returns as soon as its messages exist; this only bounds a broken
 # run, it is not what the tests measure.

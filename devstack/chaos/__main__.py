@@ -1,4 +1,4 @@
-"""``python -m worker.chaos``: the long chaos run; prints the figures and can write them to a doc.
+"""``python -m devstack.chaos``: the long chaos run; prints the figures and can write them to a doc.
 
 Exit code 0 when the run finished with nothing lost, nothing valid dead-lettered, no wrong
 verdict and every invalid message dead-lettered with its code; 1 otherwise; 2 for bad options.
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from worker.chaos.report import write_section
-from worker.chaos.scenario import Outage, ScenarioConfig, run_scenario
+from devstack.chaos.report import write_section
+from devstack.chaos.scenario import Outage, ScenarioConfig, run_scenario
 
 # The outage starts when this share of the valid messages has a verdict: mid-stream, with
 # messages both behind and ahead of it.
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(report.render_text())
     if args.write is not None:
         command = shlex.join(
-            ["python", "-m", "worker.chaos", *(sys.argv[1:] if argv is None else argv)]
+            ["python", "-m", "devstack.chaos", *(sys.argv[1:] if argv is None else argv)]
         )
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         write_section(args.write, report.render_markdown(command=command, date=date))
@@ -57,7 +57,7 @@ def kill_points(kills: int) -> tuple[float, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.chaos",
+        prog="python -m devstack.chaos",
         description="Run real workers against a faulty local AWS and endpoint; count the result.",
     )
     parser.add_argument("--messages", type=_positive, default=3000, help="valid messages")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from worker.chaos.corpus import Corpus, Expected
+from devstack.chaos.corpus import Corpus, Expected
 
 FAIL_CLOSED_FLAG: Final = "model_output_invalid"
 SECTION_BEGIN: Final = "<!-- chaos-figures:begin (written by `make chaos`) -->"

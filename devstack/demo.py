@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -21,12 +20,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from devstack.emulator.server import EmulatorConfig, run_emulator
+from devstack.moto_stack import LocalResources, provision, start_moto_server, take_messages
+from devstack.sending import read_lines
 from worker.adapters.aws import QUEUES_ONLY, AwsClients, open_aws_clients
 from worker.app import open_worker
-from worker.emulator.server import EmulatorConfig, run_emulator
-from worker.localstack import LocalResources, provision, start_moto_server, take_messages
 from worker.logs import configure_logging
-from worker.sending import read_lines
 from worker.settings import load_settings
 from worker.shutdown import install_stop_signals
 
@@ -36,14 +35,6 @@ if TYPE_CHECKING:
 EMULATOR_ENDPOINT: Final = "llama-guard-emulator"
 REGION: Final = "us-east-1"
 _POLL_SECONDS: Final = 1
-
-
-@dataclass(frozen=True, slots=True)
-class LocalStack:
-    """The running embedded stack: where everything is and the environment that points at it."""
-
-    resources: LocalResources
-    environment: Mapping[str, str]
 
 
 async def run_local(*, input_path: Path | None, serve: bool, prompt_format: str) -> int:
@@ -116,7 +107,7 @@ def _settings_overrides(environment: Mapping[str, str], *, serve: bool) -> dict[
 
 def _read_bodies(input_path: Path | None) -> list[str]:
     if input_path is None:
-        text = resources.files("worker.data").joinpath("samples.jsonl").read_text("utf-8")
+        text = resources.files("devstack.data").joinpath("samples.jsonl").read_text("utf-8")
         return [line for line in text.splitlines() if line.strip()]
     return read_lines(input_path)
 

@@ -1,4 +1,4 @@
-"""``python -m worker.chaos.soak``: does one real worker's memory stay flat over a long run?
+"""``python -m devstack.chaos.soak``: does one real worker's memory stay flat over a long run?
 
 One ``moderation-worker run`` subprocess, moto's server (own process) and the Llama Guard emulator.
 A producer keeps the source queue a few hundred messages deep (moto's ReceiveMessage slows down
@@ -33,13 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from worker.chaos.corpus import valid_body
-from worker.chaos.moto_process import moto_server_process
-from worker.chaos.report import write_section
-from worker.chaos.scenario import harness_clients, isolated_session, queue_depth, send_all
-from worker.chaos.workers import WorkerProcess, WorkerTuning, worker_environment
-from worker.emulator import EmulatorConfig, run_emulator
-from worker.localstack import LocalResources, provision
+from devstack.chaos.corpus import valid_body
+from devstack.chaos.moto_process import moto_server_process
+from devstack.chaos.report import write_section
+from devstack.chaos.scenario import harness_clients, isolated_session, queue_depth, send_all
+from devstack.chaos.workers import WorkerProcess, WorkerTuning, worker_environment
+from devstack.emulator import EmulatorConfig, run_emulator
+from devstack.moto_stack import LocalResources, provision
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -440,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(report.render_text())
     if args.write is not None:
         command = shlex.join(
-            ["python", "-m", "worker.chaos.soak", *(sys.argv[1:] if argv is None else argv)]
+            ["python", "-m", "devstack.chaos.soak", *(sys.argv[1:] if argv is None else argv)]
         )
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         write_section(
@@ -455,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.chaos.soak",
+        prog="python -m devstack.chaos.soak",
         description="One real worker through many messages; is its memory flat?",
     )
     parser.add_argument("--messages", type=_positive, default=50_000)

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-from worker.emulator.tgi import TgiError
+from devstack.emulator.tgi import TgiError
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"

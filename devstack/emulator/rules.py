@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.emulator.keywords import KEYWORD_GROUPS, KeywordGroup
+from devstack.emulator.keywords import KEYWORD_GROUPS, KeywordGroup
 
 PromptFormat = Literal["llama-guard-1", "llama-guard-2", "llama-guard-3", "llama-guard-3-1b"]
 RoleLabel = Literal["User", "Agent"]

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from worker.localstack import local_aws_environment
+from devstack.moto_stack import local_aws_environment
 
 ENDPOINT_NAME: Final = "llama-guard-chaos"
 _PACKAGE_ROOT: Final = Path(__file__).resolve().parents[2]

@@ -12,15 +12,15 @@ with the errors each service really sends (``wire``). ``server`` wires it togeth
         assert emu.stats.by_outcome["throttled"] == 1
 """
 
-from worker.emulator.config import (
+from devstack.emulator.config import (
     FAULT_KINDS,
     EmulatorConfig,
     EmulatorStats,
     FaultKind,
     FaultPlan,
 )
-from worker.emulator.rules import INVALID_MARKER
-from worker.emulator.server import EMULATOR_KEY, RunningEmulator, build_app, run_emulator
+from devstack.emulator.rules import INVALID_MARKER
+from devstack.emulator.server import EMULATOR_KEY, RunningEmulator, build_app, run_emulator
 
 __all__ = [
     "EMULATOR_KEY",

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from worker.emulator.completion import Completion
+from devstack.emulator.completion import Completion
 
 # TGI caps an unset max_new_tokens at this many tokens per scheduling round.
 DEFAULT_GENERATION_LENGTH = 1024

@@ -1,6 +1,6 @@
 """The chaos harness: proves the worker loses nothing when its dependencies misbehave.
 
-Test tooling that ships with the package (so ``python -m worker.chaos`` runs anywhere the worker
+Test tooling that ships with the package (so ``python -m devstack.chaos`` runs anywhere the worker
 does); the worker itself never imports it. Its parts:
 
 - ``proxy``: a reverse proxy in front of moto's server that fails a seeded share of chosen AWS

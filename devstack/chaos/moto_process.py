@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-from worker.localstack import start_moto_server
+from devstack.moto_stack import start_moto_server
 
 _START_TIMEOUT_SECONDS: Final = 60.0  # importing moto takes a second or two, more when busy
 _STOP_TIMEOUT_SECONDS: Final = 30.0
@@ -33,7 +33,7 @@ _STOP_TIMEOUT_SECONDS: Final = 30.0
 def moto_server_process() -> Iterator[str]:
     """Start moto's server in a child process; yields its base URL; stops it on exit."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.chaos.moto_process"],
+        [sys.executable, "-m", "devstack.chaos.moto_process"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -29,16 +29,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from worker.emulator.completion import MALFORMED_ANSWERS, render_completion
-from worker.emulator.config import EmulatorConfig, EmulatorStats, FaultKind, FaultPlan
-from worker.emulator.rules import assess_prompt
-from worker.emulator.tgi import (
+from devstack.emulator.completion import MALFORMED_ANSWERS, render_completion
+from devstack.emulator.config import EmulatorConfig, EmulatorStats, FaultKind, FaultPlan
+from devstack.emulator.rules import assess_prompt
+from devstack.emulator.tgi import (
     TgiError,
     check_token_budget,
     generation_payload,
     parse_request,
 )
-from worker.emulator.wire import (
+from devstack.emulator.wire import (
     UNREADABLE_BODY,
     Failure,
     FailureKind,

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from worker.chaos.corpus import Expected
-from worker.chaos.report import VerdictCopy, is_wrong
+from devstack.chaos.corpus import Expected
+from devstack.chaos.report import VerdictCopy, is_wrong
 
 HOSTILE_SECTION_BEGIN: Final = "<!-- hostile-run:begin (written by `make hostile`) -->"
 HOSTILE_SECTION_END: Final = "<!-- hostile-run:end -->"

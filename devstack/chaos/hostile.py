@@ -1,4 +1,4 @@
-"""``python -m worker.chaos.hostile``: issue 6's hostile run against one real worker process.
+"""``python -m devstack.chaos.hostile``: issue 6's hostile run against one real worker process.
 
 One run: moto's server (own process), the Llama Guard emulator behind the model-side proxy, one
 ``moderation-worker run`` subprocess (SageMaker backend, visibility timeout 20 s), a source queue
@@ -41,8 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from worker.chaos.corpus import SAFE, valid_body
-from worker.chaos.hostile_report import (
+from devstack.chaos.corpus import SAFE, valid_body
+from devstack.chaos.hostile_report import (
     HOSTILE_SECTION_BEGIN,
     HOSTILE_SECTION_END,
     DeadLetter,
@@ -54,13 +54,13 @@ from worker.chaos.hostile_report import (
     render_text,
     tally_hostile,
 )
-from worker.chaos.moto_process import moto_server_process
-from worker.chaos.proxy import RunningProxy, run_fault_proxy
-from worker.chaos.report import VerdictCopy, write_section
-from worker.chaos.scenario import harness_clients, isolated_session, queue_depth, send_all
-from worker.chaos.workers import WorkerProcess, WorkerTuning, worker_environment
-from worker.emulator import EmulatorConfig, run_emulator
-from worker.localstack import LocalResources, provision, take_messages
+from devstack.chaos.moto_process import moto_server_process
+from devstack.chaos.proxy import RunningProxy, run_fault_proxy
+from devstack.chaos.report import VerdictCopy, write_section
+from devstack.chaos.scenario import harness_clients, isolated_session, queue_depth, send_all
+from devstack.chaos.workers import WorkerProcess, WorkerTuning, worker_environment
+from devstack.emulator import EmulatorConfig, run_emulator
+from devstack.moto_stack import LocalResources, provision, take_messages
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -513,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(render_text(result.tally, setup))
     if args.write is not None:
         command = shlex.join(
-            ["python", "-m", "worker.chaos.hostile", *(sys.argv[1:] if argv is None else argv)]
+            ["python", "-m", "devstack.chaos.hostile", *(sys.argv[1:] if argv is None else argv)]
         )
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         section = render_markdown(result.tally, setup, command=command, date=date)
@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.chaos.hostile",
+        prog="python -m devstack.chaos.hostile",
         description=(
             "Hostile whitespace, an endpoint that is 'not found' for a while and an oversized "
             "message against one real worker; exits 1 when the run misses issue 6's bar."

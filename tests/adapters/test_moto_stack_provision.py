@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from worker.localstack import LocalResources, provision
+from devstack.moto_stack import LocalResources, provision
 from worker.settings import load_settings
 
 if TYPE_CHECKING:

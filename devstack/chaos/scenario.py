@@ -31,32 +31,32 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiobotocore.session import AioSession
 
-from worker.adapters.aws import queue_config
-from worker.chaos.corpus import Corpus, build_corpus
-from worker.chaos.moto_process import moto_server_process
-from worker.chaos.proxy import (
+from devstack.chaos.corpus import Corpus, build_corpus
+from devstack.chaos.moto_process import moto_server_process
+from devstack.chaos.proxy import (
     SNS_PUBLISH_OPERATIONS,
     ProxyFaultKind,
     ProxyStats,
     RunningProxy,
     run_fault_proxy,
 )
-from worker.chaos.report import (
+from devstack.chaos.report import (
     REPORTED_WORKER_EVENTS,
     DeadLetterCopy,
     ReliabilityReport,
     VerdictCopy,
     tally,
 )
-from worker.chaos.workers import WorkerLogSummary, WorkerProcess, WorkerTuning, worker_environment
-from worker.emulator import EmulatorConfig, RunningEmulator, run_emulator
-from worker.localstack import (
+from devstack.chaos.workers import WorkerLogSummary, WorkerProcess, WorkerTuning, worker_environment
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from devstack.moto_stack import (
     LOCAL_ACCESS_KEY,
     LOCAL_REGION,
     LocalResources,
     provision,
     take_messages,
 )
+from worker.adapters.aws import queue_config
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient

@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.emulator.rules import Assessment, PromptFormat
+from devstack.emulator.rules import Assessment, PromptFormat
 
 Family = Literal["llama2", "llama3"]
 
