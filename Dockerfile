@@ -12,9 +12,9 @@ ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
 FROM ${UV_IMAGE} AS uv
 
 FROM ${BASE_IMAGE} AS build
-# Set UV_NATIVE_TLS=true only where outbound TLS is re-signed by a local CA (mount the host's CA
+# Set UV_SYSTEM_CERTS=true only where outbound TLS is re-signed by a local CA (mount the host's CA
 # bundle into the build as well); unset, uv trusts its own bundled roots.
-ARG UV_NATIVE_TLS
+ARG UV_SYSTEM_CERTS
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON_PREFERENCE=only-system \

@@ -119,7 +119,7 @@ image-base:
 HOST_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 image-standin: image-base
 	$(MAKE) image BASE_IMAGE=$(STAND_IN_BASE_IMAGE) UV_IMAGE=$(STAND_IN_UV_IMAGE) \
-		IMAGE_BUILD_FLAGS="--pull=never --build-arg UV_NATIVE_TLS=true \
+		IMAGE_BUILD_FLAGS="--pull=never --build-arg UV_SYSTEM_CERTS=true \
 		-v $(HOST_CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro"
 
 clean:
