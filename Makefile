@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck chaos hostile soak bench bench-short localstack lock clean
+.PHONY: demo test lint typecheck chaos hostile soak bench bench-short localstack lock clean \
+	image image-base image-standin
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,11 +81,46 @@ $(LOCALSTACK_STAMP): bench/localstack-requirements.txt
 	$(LOCALSTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/localstack-requirements.txt
 	@touch $@
 
-# Regenerate the lock after changing dependencies in pyproject.toml.
+# Regenerate the locks after changing dependencies in pyproject.toml: requirements.lock (every
+# extra; the development venv) and requirements-prod.lock (the runtime dependencies only; the
+# image), the second constrained by the first so both pin the same versions.
+UV_VERSION := 0.13.8
 lock: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.8"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/python -m uv pip compile pyproject.toml --extra local --extra dev --universal \
 		--python-version 3.11 --generate-hashes -o requirements.lock
+	$(BIN)/python -m uv pip compile pyproject.toml --universal --python-version 3.11 \
+		--generate-hashes --constraint requirements.lock -o requirements-prod.lock
+
+# The container image (Dockerfile): built with docker when a docker engine answers, else with
+# podman (runc runtime; docker format, which keeps the HEALTHCHECK). Tagged :latest and with
+# `git describe`. BASE_IMAGE and UV_IMAGE are build arguments; IMAGE_BUILD_FLAGS adds any others.
+IMAGE ?= moderation-worker
+IMAGE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BASE_IMAGE ?= python:3.12-slim-bookworm
+UV_IMAGE ?= ghcr.io/astral-sh/uv:$(UV_VERSION)
+IMAGE_BUILD_FLAGS ?=
+PODMAN_BUILD := podman build --runtime /usr/sbin/runc --format docker
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		engine="docker build"; else engine="$(PODMAN_BUILD)"; fi; \
+	set -x; $$engine --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg UV_IMAGE=$(UV_IMAGE) \
+		$(IMAGE_BUILD_FLAGS) -t $(IMAGE):latest -t $(IMAGE):$(IMAGE_VERSION) .
+
+# On a machine with no registry access (podman, root): stand-ins for both images, made from
+# Debian bookworm with debootstrap (Python 3.11) and from the uv wheel on PyPI.
+STAND_IN_BASE_IMAGE := localhost/python-base:bookworm
+STAND_IN_UV_IMAGE := localhost/uv:$(UV_VERSION)
+image-base:
+	sh deploy/image/stand-in-images.sh $(STAND_IN_BASE_IMAGE) $(STAND_IN_UV_IMAGE) $(UV_VERSION)
+
+# The image from those stand-ins; uv fetches from PyPI through the host's CA bundle (for machines
+# whose outbound TLS is re-signed by a local CA).
+HOST_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+image-standin: image-base
+	$(MAKE) image BASE_IMAGE=$(STAND_IN_BASE_IMAGE) UV_IMAGE=$(STAND_IN_UV_IMAGE) \
+		IMAGE_BUILD_FLAGS="--pull=never --build-arg UV_SYSTEM_CERTS=true \
+		-v $(HOST_CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro"
 
 clean:
 	rm -rf $(VENV) $(LOCALSTACK_VENV) .mypy_cache .pytest_cache .ruff_cache
