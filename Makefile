@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck chaos hostile soak bench bench-short localstack lock clean
+.PHONY: demo test lint typecheck chaos hostile soak bench bench-short localstack lock schemas clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ $(LOCALSTACK_STAMP): bench/localstack-requirements.txt
 	"$(LOCALSTACK_PYTHON)" -m venv $(LOCALSTACK_VENV)
 	$(LOCALSTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/localstack-requirements.txt
 	@touch $@
+
+# Regenerate the event contracts' JSON Schemas (docs/schemas/) after changing the message decoder
+# or the verdict; tests/contracts fails while the committed files differ from the code.
+schemas: $(STAMP)
+	$(BIN)/python -m worker.contracts docs/schemas
 
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)
