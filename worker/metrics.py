@@ -83,7 +83,10 @@ def serving(port: int, health: Health, *, host: str = "0.0.0.0") -> Iterator[Htt
     server = make_server(
         host, port, _routes(health), server_class=_ThreadingServer, handler_class=_QuietHandler
     )
-    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    # A short poll interval: shutdown waits for it, and an idle worker exits within 2 s.
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.1,), name="metrics-http", daemon=True
+    )
     thread.start()
     try:
         yield HttpServer(host, server.server_port)
