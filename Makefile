@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck chaos hostile soak bench bench-short localstack lock clean \
+.PHONY: demo test lint typecheck chaos hostile soak bench bench-short localstack lock schemas clean \
 	image image-base image-standin
 
 $(STAMP): requirements.lock pyproject.toml
@@ -81,13 +81,18 @@ $(LOCALSTACK_STAMP): bench/localstack-requirements.txt
 	$(LOCALSTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/localstack-requirements.txt
 	@touch $@
 
+# Regenerate the event contracts' JSON Schemas (docs/schemas/) after changing the message decoder
+# or the verdict; tests/contracts fails while the committed files differ from the code.
+schemas: $(STAMP)
+	$(BIN)/python -m worker.contracts docs/schemas
+
 # Regenerate the locks after changing dependencies in pyproject.toml: requirements.lock (every
 # extra; the development venv) and requirements-prod.lock (the runtime dependencies only; the
 # image), the second constrained by the first so both pin the same versions.
 UV_VERSION := 0.13.8
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/python -m uv pip compile pyproject.toml --extra local --extra dev --universal \
+	$(BIN)/python -m uv pip compile pyproject.toml --extra local --extra dev --extra otel --universal \
 		--python-version 3.11 --generate-hashes -o requirements.lock
 	$(BIN)/python -m uv pip compile pyproject.toml --universal --python-version 3.11 \
 		--generate-hashes --constraint requirements.lock -o requirements-prod.lock

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -25,12 +26,18 @@ from worker.core.errors import ConfigurationError
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, check_parameters, render_prompt
 from worker.core.taxonomy import PromptFormat
+from worker.health import WorkerSignals
 from worker.pipeline import ModerationPolicy, Moderator
 from worker.ports import Classifier
 from worker.retrying import RetryingClassifier, RetryPolicy
 from worker.runner import Runner, RunnerConfig
 from worker.settings import ModelSettings, Settings
 from worker.taxonomy_file import load_taxonomy
+
+if TYPE_CHECKING:
+    from worker.health import Health
+    from worker.otel_spans import MessageTracing
+    from worker.ports import VerdictSink
 
 
 def policy_from(settings: ModelSettings) -> ModerationPolicy:
@@ -128,8 +135,18 @@ async def build_classifier(
 
 
 @asynccontextmanager
-async def open_worker(settings: Settings, *, burst: bool = False) -> AsyncIterator[Worker]:
-    """Create the clients once, wire the pipeline and close everything together on exit."""
+async def open_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    health: Health | None = None,
+    tracing: MessageTracing | None = None,
+) -> AsyncIterator[Worker]:
+    """Create the clients once, wire the pipeline and close everything together on exit.
+
+    With ``health``, the probes see the worker while it is open (and the loop beats); with
+    ``tracing``, each message gets its spans (see ``worker.tracing``).
+    """
     policy = policy_from(settings)
     model_parameters(settings)  # a forbidden parameter stops start-up before any connection
     async with AsyncExitStack() as stack:
@@ -146,10 +163,16 @@ async def open_worker(settings: Settings, *, burst: bool = False) -> AsyncIterat
         classifier = await build_classifier(
             settings, stack, pool_size=settings.max_in_flight, aws=aws
         )
-        sink = BatchingSink(SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn))
-        stack.push_async_callback(sink.aclose)
+        batching = BatchingSink(
+            SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn)
+        )
+        stack.push_async_callback(batching.aclose)
         guard = EndpointGuard(classifier, guard_policy_from(settings), probe_prompt(policy))
-        moderator = Moderator(RetryingClassifier(guard, retry_policy_from(settings)), sink, policy)
+        model: Classifier = RetryingClassifier(guard, retry_policy_from(settings))
+        sink: VerdictSink = batching
+        if tracing is not None:
+            model, sink = tracing.classifier(model), tracing.sink(sink)
+        moderator = Moderator(model, sink, policy)
         # Received with the worker's own visibility timeout, so the heartbeat (every third of it)
         # always comes before the message could reappear, whatever the queue's default.
         source = SqsSource(
@@ -158,5 +181,12 @@ async def open_worker(settings: Settings, *, burst: bool = False) -> AsyncIterat
             settings.dead_letter_queue_url,
             visibility_timeout=settings.visibility_timeout,
         )
-        runner = Runner(source, moderator, runner_config_from(settings, burst=burst), gate=guard)
+        handler = moderator if tracing is None else tracing.handler(moderator)
+        runner = Runner(source, handler, runner_config_from(settings, burst=burst), gate=guard)
+        if health is not None:
+            signals = WorkerSignals(
+                last_poll=lambda: runner.last_poll, circuit_open=lambda: guard.circuit.is_open
+            )
+            stack.enter_context(health.watching(signals))
+            await stack.enter_async_context(health.beating())
         yield Worker(runner=runner, moderator=moderator)

@@ -88,22 +88,33 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from worker.app import open_worker, policy_from
+    from worker.health import Health, HealthPolicy
     from worker.logs import configure_logging
-    from worker.metrics import serve_metrics
+    from worker.metrics import serving
     from worker.settings import load_settings
+    from worker.tracing import open_tracing
 
     settings = load_settings()
     configure_logging(settings.log_format)
     policy_from(settings)  # a bad taxonomy file stops start-up here, before any connection
-    serve_metrics(settings.metrics_port)
+    health = Health(HealthPolicy.for_receive_wait(settings.receive_wait_seconds))
 
     async def work() -> None:
         stop = install_stop_signals()
-        async with open_worker(settings, burst=args.burst) as worker:
+        health.watch_stop(stop)
+        async with open_worker(
+            settings, burst=args.burst, health=health, tracing=tracing
+        ) as worker:
             await worker.runner.run(stop)
 
-    asyncio.run(work())
+    with ExitStack() as edges:
+        if settings.metrics_port:
+            edges.enter_context(serving(settings.metrics_port, health))
+        tracing = edges.enter_context(open_tracing())
+        asyncio.run(work())
     return EXIT_OK
 
 

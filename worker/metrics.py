@@ -1,10 +1,20 @@
-"""Prometheus metrics: what the worker counts, and the optional HTTP endpoint that serves them."""
+"""Prometheus metrics: what the worker counts, and the HTTP server for them and the health probes.
+
+The server runs in threads of its own, beside the event loop, not on it: a blocked loop must
+still get an answer from ``/healthz`` (a 503 saying so) rather than a timeout that says nothing.
+"""
 
 from __future__ import annotations
 
-from typing import Final
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from worker.core.errors import (
     EndpointRejected,
@@ -13,6 +23,11 @@ from worker.core.errors import (
     PromptTooLong,
     UnreadableResponse,
 )
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+    from worker.health import Health, Report
 
 EVENT_LOOP_LAG = Histogram(
     "moderation_event_loop_lag_seconds",
@@ -46,10 +61,78 @@ HANDLE_SECONDS = Histogram(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Serve ``/metrics`` on ``port``; 0 disables it."""
-    if port:
-        start_http_server(port)
+@dataclass(frozen=True, slots=True)
+class HttpServer:
+    """The running server: where it listens."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+# S104: probes and Prometheus reach a container from outside its network namespace.
+@contextmanager
+def serving(port: int, health: Health, *, host: str = "0.0.0.0") -> Iterator[HttpServer]:  # noqa: S104
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``port`` (0: any free port) until exit.
+
+    Every other path answers the metrics too, as ``prometheus_client``'s own server does.
+    """
+    server = make_server(
+        host, port, _routes(health), server_class=_ThreadingServer, handler_class=_QuietHandler
+    )
+    # A short poll interval: shutdown waits for it, and an idle worker exits within 2 s.
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.1,), name="metrics-http", daemon=True
+    )
+    thread.start()
+    try:
+        yield HttpServer(host, server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Probes every few seconds would flood stderr with access lines; stay quiet."""
+
+
+WsgiApp = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
+
+
+def _routes(health: Health) -> WsgiApp:
+    metrics_app: WsgiApp = make_wsgi_app()
+    probes: dict[str, Callable[[], Report]] = {
+        "/healthz": health.liveness,
+        "/readyz": health.readiness,
+    }
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        probe = probes.get(environ.get("PATH_INFO", ""))
+        if probe is None:
+            return metrics_app(environ, start_response)
+        report = probe()
+        body = report.to_json().encode("utf-8")
+        status = "200 OK" if report.ok else "503 Service Unavailable"
+        start_response(
+            status,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [body]
+
+    return app
 
 
 # --- endpoint failures (appended here to keep merges with other changes to this file simple) ---

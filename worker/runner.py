@@ -163,6 +163,7 @@ class Runner:
         self._polling_ended = asyncio.Event()
         self._deletes = MicroBatcher(self._delete_batch, linger=config.batch_linger)
         self._visibility = MicroBatcher(self._visibility_batch, linger=config.batch_linger)
+        self.last_poll = time.monotonic()  # the poll loop's progress, read by worker.health
 
     def held(self) -> dict[str, Stage]:
         """The stage of every message held now, by message id."""
@@ -260,6 +261,7 @@ class Runner:
     async def _free_slots(self, stop: asyncio.Event) -> int | None:
         """Wait until the endpoint is ready and a slot is free; None when stop was requested."""
         while not stop.is_set():
+            self.last_poll = time.monotonic()  # each receive, and each second while slots are full
             limit = self._config.max_in_flight
             if self._gate is not None:
                 await self._gate.wait_until_ready(stop)
