@@ -253,6 +253,16 @@ def test_the_disruption_budget_selects_the_workers_pods() -> None:
     assert budget["maxUnavailable"] == 1
 
 
+def test_the_network_policy_admits_only_the_metrics_port() -> None:
+    documents = render(BASE)
+    labels = find(documents, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    policy = find(documents, "NetworkPolicy")["spec"]
+
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9102}]}]
+
+
 def test_the_overlay_sets_image_queue_role_and_replica_bounds() -> None:
     base, overlay = render(BASE), render(OVERLAY)
 
