@@ -1,4 +1,4 @@
-"""Reading deploy/ for the tests: YAML documents, a small kustomize, and an unknown-key check.
+"""Reading deploy/ for the tests: the template, a small kustomize, and an unknown-key check.
 
 There is no kustomize binary in the lock (nor on PyPI), so ``render`` implements the part of
 kustomize that deploy/kubernetes uses, and refuses anything else rather than ignoring it:
@@ -13,12 +13,14 @@ know, so a misspelt field in a KEDA resource would otherwise pass the schema che
 from __future__ import annotations
 
 import copy
+import json
 import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Final, Union, get_args, get_origin
 
 import yaml
+from cfnlint.decode import cfn_yaml
 from pydantic import BaseModel
 
 REPOSITORY: Final = Path(__file__).resolve().parents[2]
@@ -26,6 +28,7 @@ DEPLOY: Final = REPOSITORY / "deploy"
 KUBERNETES: Final = DEPLOY / "kubernetes"
 BASE: Final = KUBERNETES / "base"
 OVERLAY: Final = KUBERNETES / "overlays" / "example"
+TEMPLATE: Final = DEPLOY / "cloudformation" / "moderation-worker.yaml"
 
 Document = dict[str, Any]
 
@@ -47,6 +50,13 @@ _MERGE_KEYS: Final = {
 
 class UnsupportedKustomization(Exception):
     """The kustomization uses a feature this renderer does not implement."""
+
+
+def template() -> dict[str, Any]:
+    """The CloudFormation template as plain JSON data (intrinsic functions in their long form)."""
+    loaded = json.loads(json.dumps(cfn_yaml.load(str(TEMPLATE))))
+    assert isinstance(loaded, dict)
+    return loaded
 
 
 def load_documents(path: Path) -> list[Document]:

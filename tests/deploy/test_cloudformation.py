@@ -14,22 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from cfnlint.decode import cfn_yaml
-from deploy_manifests import DEPLOY, REPOSITORY
+from deploy_manifests import REPOSITORY, TEMPLATE, template
 
-TEMPLATE: Final = DEPLOY / "cloudformation" / "moderation-worker.yaml"
 # cfn-lint's exit code is a bitmask: 2 errors, 4 warnings, 8 informational.
 CFN_LINT_ERROR: Final = 2
 CFN_LINT_WARNING: Final = 4
 CFN_LINT_INFORMATIONAL: Final = 8
 FARGATE_MAX_STOP_TIMEOUT: Final = 120
-
-
-def template() -> dict[str, Any]:
-    """The template as plain JSON data (intrinsic functions in their long form)."""
-    loaded = json.loads(json.dumps(cfn_yaml.load(str(TEMPLATE))))
-    assert isinstance(loaded, dict)
-    return loaded
 
 
 def resource(kind: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 from aiobotocore.session import AioSession
-from test_cloudformation import TEMPLATE, template
+from deploy_manifests import TEMPLATE, template
 
 from worker.app import open_worker
 from worker.localstack import take_messages
