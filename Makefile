@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck chaos hostile soak bench bench-short localstack lock schemas clean \
+.PHONY: demo test lint typecheck checkov chaos hostile soak bench bench-short localstack lock schemas clean \
 	image image-base image-standin
 
 $(STAMP): requirements.lock pyproject.toml
@@ -28,8 +28,25 @@ typecheck: $(STAMP)
 # Whole files stay on one process, since the chaos modules share one scenario per file.
 # PYTHONPATH: bench/ is not installed (it is no part of the worker's distribution), and its smoke
 # tests (tests/bench) import it from the work tree; run them alone the same way.
-test: lint typecheck
+test: lint typecheck checkov
 	PYTHONPATH=$(CURDIR) $(BIN)/pytest -n 2 --dist loadfile
+
+# checkov (security posture of deploy/ and the Dockerfile) runs offline from a virtualenv of its
+# own, every package pinned (deploy/checkov-requirements.txt): its pins clash with the worker's.
+# Installed once per change of that file; the skipped checks and their reasons are in
+# deploy/.checkov.yaml.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat deploy/checkov-requirements.txt | cksum | cut -d' ' -f1)
+CHECKOV_TARGETS := --directory deploy $(if $(wildcard Dockerfile),--file Dockerfile)
+
+checkov: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov --config-file deploy/.checkov.yaml $(CHECKOV_TARGETS)
+
+$(CHECKOV_STAMP): deploy/checkov-requirements.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r deploy/checkov-requirements.txt
+	@touch $@
 
 # The long fault-injection run (real worker processes, thousands of messages, a few minutes):
 # prints the figures and rewrites their section of docs/reliability.md. `make test` runs the
@@ -128,4 +145,4 @@ image-standin: image-base
 		-v $(HOST_CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro"
 
 clean:
-	rm -rf $(VENV) $(LOCALSTACK_VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCALSTACK_VENV) $(CHECKOV_VENV) .mypy_cache .pytest_cache .ruff_cache
