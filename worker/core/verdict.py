@@ -30,6 +30,7 @@ class Flag(StrEnum):
     MODEL_OUTPUT_INVALID = "model_output_invalid"
     MODEL_OUTPUT_ANOMALY = "model_output_anomaly"
     THRESHOLD_OVERRIDE = "threshold_override"
+    CACHED = "cached"
 
 
 class CategoryRef(BaseModel):
@@ -147,7 +148,13 @@ def too_large_for_sns(
 
     The sentence names the size, SNS's limit and the verdict's largest field.
     """
-    size = sns_message(verdict, traceparent=traceparent, aws_trace_header=aws_trace_header).size
+    message = sns_message(verdict, traceparent=traceparent, aws_trace_header=aws_trace_header)
+    return too_large_to_publish(verdict, message)
+
+
+def too_large_to_publish(verdict: Verdict, message: SnsMessage) -> str | None:
+    """``too_large_for_sns`` for a verdict whose SNS message is already built."""
+    size = message.size
     if size <= SNS_MAX_MESSAGE_BYTES:
         return None
     name, field_size = largest_field(verdict)
