@@ -169,7 +169,10 @@ async def open_worker(settings: Settings, *, burst: bool = False) -> AsyncIterat
         classifier = await build_classifier(
             settings, stack, pool_size=settings.max_in_flight, aws=aws
         )
-        sink = BatchingSink(SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn))
+        sink = BatchingSink(
+            SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn),
+            linger=settings.publish_linger,
+        )
         stack.push_async_callback(sink.aclose)
         guard = EndpointGuard(classifier, guard_policy_from(settings), probe_prompt(policy))
         moderator = Moderator(
