@@ -12,15 +12,18 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
+from worker.app import cache_from, policy_from
 from worker.cache import AssessmentCache, CacheScope
 from worker.core.completion import ParsedCompletion
 from worker.core.decision import Assessment
 from worker.core.errors import EndpointUnavailable
+from worker.core.models import Completion
 from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import Category, PromptFormat, Taxonomy, default_taxonomy
 from worker.core.verdict import Flag
@@ -28,6 +31,7 @@ from worker.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run
 from worker.fakes import InMemorySink
 from worker.pipeline import Ack, ModerationPolicy, Moderator, Outcome
 from worker.ports import ReceivedMessage
+from worker.settings import Settings
 
 SAFE = Assessment(ParsedCompletion("safe", (), (), (), None), 0.01)
 UNSAFE = Assessment(ParsedCompletion("unsafe", ("O3",), (), (), None), 0.97)
@@ -423,3 +427,45 @@ async def test_a_chunked_message_reuses_the_chunks_it_shares_with_an_earlier_one
     assert calls > 1
     assert emulator.stats.requests == calls
     assert Flag.CACHED in second.verdict.flags
+
+
+# --- wiring from settings ---------------------------------------------------------------------
+
+
+def settings_with(**overrides: Any) -> Settings:
+    return Settings(
+        queue_url="http://127.0.0.1:9/123456789012/requests",
+        safe_topic_arn="arn:aws:sns:us-east-1:123456789012:safe",
+        unsafe_topic_arn="arn:aws:sns:us-east-1:123456789012:unsafe",
+        backend="tgi",
+        tgi_url="http://127.0.0.1:9",
+        **overrides,
+    )
+
+
+class NamedEndpoint:
+    """Only the identity a cache scope reads from a classifier."""
+
+    backend = "tgi"
+    endpoint = "http://127.0.0.1:9"
+
+    async def classify(self, prompt: str) -> Completion:
+        raise AssertionError("not called")
+
+
+def test_a_cache_size_of_zero_wires_no_cache() -> None:
+    settings = settings_with(cache_size=0)
+
+    assert cache_from(settings, NamedEndpoint(), policy_from(settings)) is None
+
+
+def test_the_wired_cache_is_keyed_by_the_configured_generation_parameters() -> None:
+    plain = settings_with()
+    tuned = settings_with(model_parameters={"max_new_tokens": 7})
+
+    plain_cache = cache_from(plain, NamedEndpoint(), policy_from(plain))
+    tuned_cache = cache_from(tuned, NamedEndpoint(), policy_from(tuned))
+
+    assert plain_cache is not None
+    assert tuned_cache is not None
+    assert plain_cache.key("hi") != tuned_cache.key("hi")
