@@ -22,6 +22,7 @@ from worker.adapters.sqs import SqsSource
 from worker.adapters.tgi import TgiClassifier
 from worker.backpressure import EndpointGuard, GuardPolicy
 from worker.batching import BatchingSink
+from worker.cache import AssessmentCache, CacheScope
 from worker.core.errors import ConfigurationError
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, check_parameters, render_prompt
@@ -90,6 +91,28 @@ def probe_prompt(policy: ModerationPolicy) -> str:
 
 def retry_policy_from(settings: ModelSettings) -> RetryPolicy:
     return RetryPolicy(attempts=settings.retry_attempts, deadline=settings.retry_deadline)
+
+
+def cache_from(
+    settings: Settings, classifier: Classifier, policy: ModerationPolicy
+) -> AssessmentCache | None:
+    """The verdict cache, scoped to everything that shapes an answer; None when turned off."""
+    if settings.cache_size == 0:
+        return None
+    routing = {
+        "target_variant": settings.target_variant,
+        "inference_component": settings.inference_component,
+        "custom_attributes": settings.custom_attributes,
+    }
+    scope = CacheScope(
+        backend=classifier.backend,
+        endpoint=classifier.endpoint,
+        prompt_format=str(policy.prompt_format),
+        taxonomy=policy.taxonomy,
+        parameters=model_parameters(settings),
+        routing={name: value for name, value in routing.items() if value},
+    )
+    return AssessmentCache(scope, max_entries=settings.cache_size, ttl=settings.cache_ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +187,8 @@ async def open_worker(
             settings, stack, pool_size=settings.max_in_flight, aws=aws
         )
         batching = BatchingSink(
-            SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn)
+            SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn),
+            linger=settings.publish_linger,
         )
         stack.push_async_callback(batching.aclose)
         guard = EndpointGuard(classifier, guard_policy_from(settings), probe_prompt(policy))
@@ -172,7 +196,7 @@ async def open_worker(
         sink: VerdictSink = batching
         if tracing is not None:
             model, sink = tracing.classifier(model), tracing.sink(sink)
-        moderator = Moderator(model, sink, policy)
+        moderator = Moderator(model, sink, policy, cache=cache_from(settings, classifier, policy))
         # Received with the worker's own visibility timeout, so the heartbeat (every third of it)
         # always comes before the message could reappear, whatever the queue's default.
         source = SqsSource(

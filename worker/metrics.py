@@ -157,3 +157,16 @@ ENDPOINT_FAILURES = Counter(
 )
 for _kind in ENDPOINT_FAILURE_KINDS:
     ENDPOINT_FAILURES.labels(kind=_kind)  # every kind is exported from the start, at 0
+
+
+# --- the verdict cache (appended here to keep merges with other changes to this file simple) ---
+
+CACHE_HITS = Counter(
+    "moderation_cache_hits",
+    "Prompts answered without a model call of their own: from the verdict cache, or by sharing "
+    "a call already in flight for the same prompt.",
+)
+CACHE_MISSES = Counter(
+    "moderation_cache_misses", "Prompts that needed a model call (the cache had no answer)."
+)
+CACHE_ENTRIES = Gauge("moderation_cache_entries", "Assessments held in the verdict cache.")

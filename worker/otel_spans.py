@@ -123,8 +123,9 @@ class _TracedSink:
             self._tracing.propagator.inject(carrier)
             traceparent = carrier.get("traceparent")
             if traceparent is not None:
+                # The prebuilt SNS message carries the old traceparent: the sink builds it anew.
                 publications = [
-                    replace(p, trace=replace(p.trace, traceparent=traceparent))
+                    replace(p, trace=replace(p.trace, traceparent=traceparent), sns=None)
                     for p in publications
                 ]
             results = await self._sink.publish(publications)

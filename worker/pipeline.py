@@ -14,6 +14,7 @@ from typing import Final
 
 import structlog
 
+from worker.cache import Answer, AssessmentCache
 from worker.core.completion import parse_completion, unsafe_probability
 from worker.core.decision import Assessment, Decision, decide, ordered_flags
 from worker.core.errors import (
@@ -25,7 +26,14 @@ from worker.core.errors import (
 from worker.core.messages import ModerationRequest, decode_request
 from worker.core.prompt import PromptPlan, RenderedPrompt, plan_prompts, prepare_conversation
 from worker.core.taxonomy import PromptFormat, Taxonomy
-from worker.core.verdict import CategoryRef, Flag, ModelRef, Verdict, too_large_for_sns
+from worker.core.verdict import (
+    CategoryRef,
+    Flag,
+    ModelRef,
+    Verdict,
+    sns_message,
+    too_large_to_publish,
+)
 from worker.ports import Classifier, Publication, ReceivedMessage, VerdictSink
 
 log = structlog.get_logger(__name__)
@@ -85,11 +93,13 @@ class Moderator:
         policy: ModerationPolicy,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cache: AssessmentCache | None = None,
     ) -> None:
         self._classifier = classifier
         self._sink = sink
         self._policy = policy
         self._clock = clock
+        self._cache = cache
         self._model = ModelRef(
             backend="tgi" if classifier.backend == "tgi" else "sagemaker",
             endpoint=classifier.endpoint,
@@ -128,17 +138,18 @@ class Moderator:
         except EndpointFailure as exc:
             log.warning("classifier_unavailable", error_type=type(exc).__name__, error=str(exc))
             return RetryLater(f"classifier: {exc}")
-        publication = Publication(verdict, message.trace)
-        too_large = too_large_for_sns(
+        # Built once: measured here, then sent as it is by the sink.
+        sns = sns_message(
             verdict,
             traceparent=message.trace.traceparent,
             aws_trace_header=message.trace.aws_trace_header,
         )
+        too_large = too_large_to_publish(verdict, sns)
         if too_large is not None:
             # Publishing would fail the same way on every attempt: dead-letter it now.
             log.warning("verdict_too_large", error_code="verdict_too_large", error_detail=too_large)
             return DeadLetter("verdict_too_large", too_large)
-        (error,) = await self._sink.publish([publication])
+        (error,) = await self._sink.publish([Publication(verdict, message.trace, sns)])
         if error is not None:
             log.warning("publish_failed", error=str(error))
             return RetryLater(f"publish: {error}")
@@ -155,13 +166,16 @@ class Moderator:
 
     async def moderate(self, request: ModerationRequest, *, received_at: datetime) -> Verdict:
         """Ask the model about a request and build its verdict (without publishing it)."""
-        plan, assessments = await self._assess_within_budget(request)
-        decision = decide(assessments, threshold=self._policy.unsafe_threshold)
-        return self._verdict(request, plan, decision, received_at)
+        plan, answers = await self._assess_within_budget(request)
+        decision = decide(
+            [answer.assessment for answer in answers], threshold=self._policy.unsafe_threshold
+        )
+        cached = any(answer.cached for answer in answers)
+        return self._verdict(request, plan, decision, received_at, cached=cached)
 
     async def _assess_within_budget(
         self, request: ModerationRequest
-    ) -> tuple[PromptPlan, list[Assessment]]:
+    ) -> tuple[PromptPlan, list[Answer]]:
         policy = self._policy
         # Neutralising reads every character: once per message, not once per budget tried.
         conversation = prepare_conversation(request.turns)
@@ -185,8 +199,14 @@ class Moderator:
                 budget = int(longest * _SHRINK_FACTOR)
                 log.info("prompt_budget_shrunk", max_prompt_chars=budget)
 
-    async def _assess(self, prompt: RenderedPrompt) -> Assessment:
-        """One prompt's answer; unparseable output gets exactly one more call."""
+    async def _assess(self, prompt: RenderedPrompt) -> Answer:
+        """One prompt's answer, from the cache when it holds one (or a call for it is in flight)."""
+        if self._cache is None:
+            return Answer(await self._ask(prompt), cached=False)
+        return await self._cache.answer(prompt.text, lambda: self._ask(prompt), keep=_worth_keeping)
+
+    async def _ask(self, prompt: RenderedPrompt) -> Assessment:
+        """The model's answer to one prompt; unparseable output gets exactly one more call."""
         completion = await self._classifier.classify(prompt.text)
         parsed = parse_completion(completion.generated_text, self._policy.taxonomy)
         if parsed.verdict == "invalid":
@@ -203,8 +223,12 @@ class Moderator:
         plan: PromptPlan,
         decision: Decision,
         received_at: datetime,
+        *,
+        cached: bool,
     ) -> Verdict:
         flags = set(decision.flags)
+        if cached:
+            flags.add(Flag.CACHED)
         if any(prompt.neutralized for prompt in plan.prompts):
             flags.add(Flag.CONTENT_NEUTRALIZED)
         if plan.context_truncated:
@@ -229,3 +253,8 @@ class Moderator:
             received_at=received_at,
             decided_at=self._clock(),
         )
+
+
+def _worth_keeping(assessment: Assessment) -> bool:
+    """A fail-closed answer (unparseable twice) is never cached: the next message asks again."""
+    return assessment.parsed.verdict != "invalid"

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from worker.core.models import Completion
-from worker.core.verdict import Verdict
+from worker.core.verdict import SnsMessage, Verdict
 
 __all__ = [
     "Classifier",
@@ -47,10 +47,15 @@ class ReceivedMessage:
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """A verdict ready to publish, with the trace headers it carries."""
+    """A verdict ready to publish, with the trace headers it carries.
+
+    ``sns`` is the SNS message when the caller already built it (to measure it): a sink that
+    publishes to SNS sends it as it is rather than building it again.
+    """
 
     verdict: Verdict
     trace: TraceContext = field(default_factory=TraceContext)
+    sns: SnsMessage | None = None
 
 
 class MessageSource(Protocol):

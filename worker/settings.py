@@ -123,6 +123,15 @@ class Settings(ModelSettings):
     circuit_failure_threshold: int = Field(default=5, ge=1, le=1_000)
     circuit_probe_interval: float = Field(default=5.0, gt=0, le=3_600)
 
+    # Assessments kept for repeated prompts; 0 turns the cache off. Entries are small (a digest
+    # and a parsed answer), so the bound is on their number.
+    cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    cache_ttl: float = Field(default=3_600.0, gt=0, le=7 * 24 * 3_600)
+
+    # How long a verdict may wait for nine more of its topic before it is published anyway:
+    # longer means fewer SNS calls (and less CPU) per message at low rates, and later verdicts.
+    publish_linger: float = Field(default=0.02, ge=0, le=1.0)
+
     metrics_port: int = Field(default=9102, ge=0, le=65_535)
 
     @model_validator(mode="after")

@@ -268,6 +268,7 @@ def test_no_assessments_is_a_value_error() -> None:
 
 def test_ordered_flags_follow_the_vocabularys_declaration_order() -> None:
     shuffled = [
+        Flag.CACHED,
         Flag.THRESHOLD_OVERRIDE,
         Flag.CHUNKED,
         Flag.MODEL_OUTPUT_ANOMALY,
@@ -305,4 +306,5 @@ def test_flag_vocabulary_is_the_designs_in_its_order() -> None:
         "model_output_invalid",
         "model_output_anomaly",
         "threshold_override",
+        "cached",
     ]

@@ -136,6 +136,9 @@ class Outgoing:
 
 
 def outgoing(publication: Publication) -> Outgoing:
+    """The publication's SNS message: the one it carries, else built here."""
+    if publication.sns is not None:
+        return Outgoing(publication.verdict, publication.sns)
     trace = publication.trace
     return Outgoing(
         publication.verdict,

@@ -79,6 +79,10 @@ def neutralize(content: str) -> tuple[str, bool]:
     Hence one pass reaches the fixed point, and a second call changes nothing. Content without
     markers is returned unchanged.
     """
+    if "<" not in content and "[" not in content:
+        # Every marker starts with one of them; most chat has neither, and a scan for a
+        # character is far cheaper than trying the pattern at every position.
+        return content, False
     pieces: list[str] = []
     copied = 0
     for match in _MARKER_START.finditer(content):

@@ -68,6 +68,10 @@ class Taxonomy:
     prefix: str
     categories: tuple[Category, ...]
     _names: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    # The rendered ``{CATS}`` block per prompt format, filled on first use.
+    _rendered: dict[PromptFormat, str] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         names = {category.code: category.name for category in self.categories}
@@ -266,13 +270,19 @@ def _render_heading(category: Category, fmt: PromptFormat) -> str:
 
 
 def render_categories(taxonomy: Taxonomy, fmt: PromptFormat) -> str:
-    """The ``{CATS}`` block: one heading per category, each followed by its description."""
-    lines: list[str] = []
-    for category in taxonomy.categories:
-        lines.append(_render_heading(category, fmt))
-        if category.description is not None:
-            lines.append(category.description)
-    return "\n".join(lines)
+    """The ``{CATS}`` block: one heading per category, each followed by its description.
+
+    Rendered once per format and kept on the (immutable) taxonomy: every prompt needs it.
+    """
+    rendered = taxonomy._rendered.get(fmt)
+    if rendered is None:
+        lines: list[str] = []
+        for category in taxonomy.categories:
+            lines.append(_render_heading(category, fmt))
+            if category.description is not None:
+                lines.append(category.description)
+        rendered = taxonomy._rendered[fmt] = "\n".join(lines)
+    return rendered
 
 
 # --- custom taxonomies -------------------------------------------------------------------------
