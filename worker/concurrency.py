@@ -6,8 +6,9 @@ and Envoy's adaptive-concurrency filter do:
 - **Latency growth** (a queueing endpoint: TGI, vLLM). Only successful calls are measured, from
   the moment the call was admitted to its answer. ``baseline`` is the latency without a queue:
   measured at a low concurrency (the first window, at the low
-  initial limit, then the periodic re-measurement below); a mean, like ``recent``, so that
-  network jitter alone does not read as a queue. ``recent`` is the mean of the last window of
+  initial limit, then the periodic re-measurement below, the first one after a tenth of the
+  interval), and lowered whenever a window is faster; a mean, like ``recent``, so that network
+  jitter alone does not read as a queue. ``recent`` is the mean of the last window of
   calls (a window is as many calls as the limit, about one round trip). Once per window::
 
       gradient  = clamp(baseline / recent, 0.5, 1.0)
@@ -256,10 +257,12 @@ class AdaptiveLimit:
         busy = self._window_peak_use * 2 >= self.current
         self._reset_window()
         self.recent = recent
-        if self.baseline is None:
-            # The first window ran at the low initial limit: the best guess until measured.
+        if self.baseline is None or recent < self.baseline:
+            # The first window ran at the low initial limit: the best guess until measured (and
+            # soon, since start-up makes it slow). A faster window shows the guess was high.
+            if self.baseline is None:
+                self._next_baseline_at = self._clock() + self._jittered_interval() / 10
             self.baseline = recent
-            self._next_baseline_at = self._clock() + self._jittered_interval()
             metrics.LATENCY_BASELINE.set(recent)
         gradient = min(1.0, max(policy.min_gradient, self.baseline / recent if recent > 0 else 1.0))
         target = self._limit * gradient + policy.allowance_factor * math.sqrt(self._limit)

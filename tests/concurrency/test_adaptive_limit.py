@@ -24,7 +24,8 @@ def limit_at(
     initial: int, *, max_in_flight: int = 64, **policy: Any
 ) -> tuple[AdaptiveLimit, ManualClock]:
     clock = ManualClock()
-    tuning = dataclasses.replace(LimitPolicy(initial=initial), **policy)
+    # No baseline re-measurement unless a test is about it: it halves admission for a while.
+    tuning = dataclasses.replace(LimitPolicy(initial=initial, baseline_interval=1e6), **policy)
     return AdaptiveLimit(max_in_flight, tuning, clock=clock), clock
 
 
