@@ -4,11 +4,11 @@ The limit reacts to two signals, the way TCP Vegas/CUBIC, Netflix's concurrency-
 and Envoy's adaptive-concurrency filter do:
 
 - **Latency growth** (a queueing endpoint: TGI, vLLM). Only successful calls are measured, from
-  the moment the call was admitted to its answer. ``baseline`` is the latency without a queue:
-  measured at a low concurrency (the first window, at the low
-  initial limit, then the periodic re-measurement below, the first one after a tenth of the
-  interval), and lowered whenever a window is faster; a mean, like ``recent``, so that network
-  jitter alone does not read as a queue. ``recent`` is the mean of the last window of
+  the moment the call was admitted to its answer. ``baseline`` is the latency without a queue,
+  measured at a low concurrency: the first window (at the low initial limit), then the
+  periodic re-measurement below (the first one after a tenth of the interval), and lowered
+  whenever a whole window is faster. It is a mean, like ``recent``, so that network jitter
+  alone does not read as a queue. ``recent`` is the mean of the last window of
   calls (a window is as many calls as the limit, about one round trip). Once per window::
 
       gradient  = clamp(baseline / recent, 0.5, 1.0)
@@ -35,7 +35,7 @@ and Envoy's adaptive-concurrency filter do:
 - **Baseline re-measurement.** A baseline measured under a standing queue would make that queue
   look normal, and the limit would creep up. Every ``baseline_interval`` seconds (jittered) the
   limit is halved until ``baseline_samples`` calls admitted at that level have answered; their
-  lowest latency is the new baseline (so a model that became slower is also learnt), then the
+  mean latency is the new baseline (so a model that became slower is also learnt), then the
   limit is restored. That costs half the throughput for a round trip or two every 10 s.
 
 The limit starts at ``initial`` (4) and is never above ``max_in_flight`` nor below
