@@ -40,7 +40,7 @@ and Envoy's adaptive-concurrency filter do:
 
 The limit starts at ``initial`` (4) and is never above ``max_in_flight`` nor below
 ``min_limit``. ``receive_room()`` is how many more messages the runner may take: the limit plus a
-small prefetch (a quarter of it, at least 2), minus the calls running or waiting for a slot.
+small prefetch (a quarter of it, at least 4), minus the calls running or waiting for a slot.
 This module does no I/O; the clock is injected, so the tests drive it with a manual clock.
 """
 
@@ -77,7 +77,7 @@ class LimitPolicy:
     baseline_samples: int = 5
     min_window: int = 3
     prefetch_share: float = 0.25
-    min_prefetch: int = 2
+    min_prefetch: int = 4
 
 
 @dataclass(frozen=True, slots=True)

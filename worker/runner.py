@@ -42,9 +42,6 @@ RECEIVE_BATCH: Final = 10  # SQS's maximum per ReceiveMessage
 # Receives outstanding at once: enough to keep a few hundred messages a second coming over a
 # 20 ms round trip, few enough that a quiet queue sees only a handful of long polls.
 MAX_RECEIVES: Final = 6
-# Of those, how many may ask for less than a full batch: small receives keep a small limit fed,
-# but each costs a call, so they are not stacked up.
-MAX_PARTIAL_RECEIVES: Final = 2
 _RECEIVE_ERROR_BACKOFF_MAX: Final = 30.0
 _CAPACITY_RECHECK_SECONDS: Final = 1.0
 
@@ -256,17 +253,16 @@ class Runner:
 
     def _launch_receives(self, polling: _Polling, stop: asyncio.Event) -> None:
         room = self._room() - sum(polling.outstanding.values())
-        partial = sum(1 for asked in polling.outstanding.values() if asked < RECEIVE_BATCH)
         # Only a queue that fills what was asked gets more than one receive: on a quiet queue
         # one long poll waits (and at stop only one is abandoned, which SQS could still hand a
         # message to after we stopped listening).
         most = MAX_RECEIVES if self._busy_queue else 1
         while room > 0 and len(polling.outstanding) < most:
             asked = min(RECEIVE_BATCH, room)
-            if asked < RECEIVE_BATCH:
-                if partial >= MAX_PARTIAL_RECEIVES:
-                    return
-                partial += 1
+            if asked < RECEIVE_BATCH and polling.outstanding:
+                # Less than a batch only when nothing else is on its way: each receive is a
+                # call, and the room grows while one is out, so the next one asks for more.
+                return
             receiving = asyncio.ensure_future(self._receive(asked, stop))
             receiving.add_done_callback(lambda _: self._wake.set())
             polling.outstanding[receiving] = asked

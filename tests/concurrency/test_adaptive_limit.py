@@ -159,10 +159,10 @@ def test_the_baseline_is_remeasured_at_half_the_limit_every_interval() -> None:
 
 def test_receive_room_is_the_limit_and_a_prefetch_less_the_calls_running() -> None:
     limit, _ = limit_at(8)
-    assert limit.receive_room() == 8 + 2
+    assert limit.receive_room() == 8 + 4
     for _ in range(3):
         limit.try_acquire()
-    assert limit.receive_room() == 7
+    assert limit.receive_room() == 9
 
 
 async def test_waiting_callers_get_freed_slots_in_arrival_order() -> None:
