@@ -122,6 +122,10 @@ class EndpointGuard:
         """How many more messages may be taken: none while open, else the limiter's free room."""
         return 0 if self.circuit.is_open else self.limit.receive_room()
 
+    def idle_slots(self) -> int:
+        """Slots free with no call waiting for them: none while open."""
+        return 0 if self.circuit.is_open else self.limit.idle_slots()
+
     def on_capacity(self, wake: Callable[[], None]) -> None:
         """Call ``wake()`` whenever ``receive_capacity()`` may have grown."""
         self.limit.on_room(wake)

@@ -150,6 +150,10 @@ class AdaptiveLimit:
         prefetch = max(self._policy.min_prefetch, math.ceil(limit * self._policy.prefetch_share))
         return max(0, limit + prefetch - self._in_use - len(self._waiters))
 
+    def idle_slots(self) -> int:
+        """Slots free now that no waiting call is about to take."""
+        return max(0, self.current - self._in_use - len(self._waiters))
+
     def on_room(self, wake: Callable[[], None]) -> None:
         """Call ``wake()`` whenever ``receive_room()`` may have grown."""
         self._on_room = wake

@@ -53,6 +53,10 @@ class ReceiveGate(Protocol):
         """How many more messages may be taken now (besides those not yet started)."""
         ...
 
+    def idle_slots(self) -> int:
+        """Endpoint slots free now with no message waiting for them."""
+        ...
+
     def on_capacity(self, wake: Callable[[], None]) -> None:
         """Call ``wake()`` whenever ``receive_capacity()`` may have grown."""
         ...
@@ -252,16 +256,18 @@ class Runner:
                     await self._release_received_on_stop(batch)
 
     def _launch_receives(self, polling: _Polling, stop: asyncio.Event) -> None:
-        room = self._room() - sum(polling.outstanding.values())
+        room, starving = self._room()
+        room -= sum(polling.outstanding.values())
         # Only a queue that fills what was asked gets more than one receive: on a quiet queue
         # one long poll waits (and at stop only one is abandoned, which SQS could still hand a
         # message to after we stopped listening).
         most = MAX_RECEIVES if self._busy_queue else 1
         while room > 0 and len(polling.outstanding) < most:
             asked = min(RECEIVE_BATCH, room)
-            if asked < RECEIVE_BATCH and polling.outstanding:
-                # Less than a batch only when nothing else is on its way: each receive is a
-                # call, and the room grows while one is out, so the next one asks for more.
+            if asked < RECEIVE_BATCH and (polling.outstanding or not starving):
+                # Less than a batch only when the endpoint has a slot nothing waits for, and
+                # nothing else is on its way: each receive is a call, and the room grows while
+                # one is out, so waiting a little makes the next one ask for more.
                 return
             receiving = asyncio.ensure_future(self._receive(asked, stop))
             receiving.add_done_callback(lambda _: self._wake.set())
@@ -294,13 +300,15 @@ class Runner:
             polling.queue_seems_empty = not batch and not self._leases
         self._start(batch)
 
-    def _room(self) -> int:
-        """Messages that may be received now: the free slots, less those not started yet."""
+    def _room(self) -> tuple[int, bool]:
+        """Messages that may be received now (the free slots, less those not started yet), and
+        whether the endpoint has a slot that no message is waiting for."""
         room = self._config.max_in_flight - len(self._leases)
-        if self._gate is not None:
-            not_started = sum(1 for lease in self._leases.values() if lease.stage is Stage.RECEIVED)
-            room = min(room, self._gate.receive_capacity() - not_started)
-        return room
+        if self._gate is None:
+            return room, True
+        not_started = sum(1 for lease in self._leases.values() if lease.stage is Stage.RECEIVED)
+        room = min(room, self._gate.receive_capacity() - not_started)
+        return room, self._gate.idle_slots() > not_started
 
     async def _wait_for(self, polling: _Polling) -> None:
         """Until something changed: a receive ended, room was freed, or stop was requested.
