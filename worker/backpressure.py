@@ -2,11 +2,11 @@
 
 ``EndpointGuard`` wraps the real classifier (inside the retry loop, so it sees every attempt):
 
-- Adaptive concurrency (AIMD). Requests in flight to the endpoint are capped by a limit that is
-  cut in half when the endpoint throttles (at most once per ``decrease_cooldown``, so one burst
-  of throttles counts once) and grows by about one for every ``limit`` successes, never above
-  ``max_in_flight``. The runner also receives no more messages than the limit, so it does not
-  hoard messages it cannot start.
+- Adaptive concurrency (``worker.concurrency.AdaptiveLimit``, whose docstring describes the
+  algorithm). Each call holds a slot for exactly its request: a throttled call gives its slot
+  back before it backs off. Its latency, when it succeeds, feeds the limit; a throttle lowers it.
+  The runner receives no more messages than the free slots plus a small prefetch, so it does
+  not hoard messages it cannot start.
 - Circuit breaker. After ``failure_threshold`` consecutive failures that say the endpoint is down
   or refusing us (5xx, not ready, timeouts, no connection, and rejections: not found, access
   denied, another 4xx, an unreadable answer) the circuit opens: calls fail at once with
@@ -20,15 +20,14 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
 
 import structlog
 
 from worker import metrics
+from worker.concurrency import AdaptiveLimit, LimitPolicy, Permit
 from worker.core.errors import (
     CircuitOpen,
     ClassifierError,
@@ -41,63 +40,15 @@ from worker.shutdown import sleep_unless_stopped, unless_stopped
 
 log = structlog.get_logger(__name__)
 
-_DECREASE_FACTOR: Final = 0.5
-
 
 @dataclass(frozen=True, slots=True)
 class GuardPolicy:
     """Thresholds of the circuit breaker and the concurrency limiter."""
 
     max_in_flight: int = 64
-    min_in_flight: int = 1
     failure_threshold: int = 5
     probe_interval: float = 5.0
-    decrease_cooldown: float = 1.0
-
-
-class AdaptiveLimit:
-    """An additive-increase, multiplicative-decrease limit on concurrent endpoint requests."""
-
-    def __init__(self, policy: GuardPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._policy = policy
-        self._clock = clock
-        self._limit = float(policy.max_in_flight)
-        self._in_use = 0
-        self._last_decrease = -math.inf
-        self._changed = asyncio.Condition()
-        metrics.CONCURRENCY_LIMIT.set(self.current)
-
-    @property
-    def current(self) -> int:
-        return max(self._policy.min_in_flight, math.floor(self._limit))
-
-    async def acquire(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._in_use < self.current)
-            self._in_use += 1
-
-    async def release(self) -> None:
-        async with self._changed:
-            self._in_use -= 1
-            self._changed.notify_all()
-
-    async def on_success(self) -> None:
-        before = self.current
-        self._limit = min(float(self._policy.max_in_flight), self._limit + 1 / self._limit)
-        if self.current != before:
-            metrics.CONCURRENCY_LIMIT.set(self.current)
-            async with self._changed:
-                self._changed.notify_all()
-
-    def on_throttle(self) -> None:
-        now = self._clock()
-        if now - self._last_decrease < self._policy.decrease_cooldown:
-            return
-        self._last_decrease = now
-        before = self.current
-        self._limit = max(float(self._policy.min_in_flight), self._limit * _DECREASE_FACTOR)
-        metrics.CONCURRENCY_LIMIT.set(self.current)
-        log.warning("concurrency_decreased", limit_before=before, limit=self.current)
+    limit: LimitPolicy = field(default_factory=LimitPolicy)
 
 
 class CircuitBreaker:
@@ -147,7 +98,7 @@ class EndpointGuard:
         self._inner = inner
         self._policy = policy
         self._probe_prompt = probe_prompt
-        self.limit = AdaptiveLimit(policy, clock=clock)
+        self.limit = AdaptiveLimit(policy.max_in_flight, policy.limit, clock=clock)
         self.circuit = CircuitBreaker(policy, clock=clock)
 
     @property
@@ -161,15 +112,23 @@ class EndpointGuard:
     async def classify(self, prompt: str) -> Completion:
         if self.circuit.is_open:
             raise CircuitOpen("the endpoint circuit is open; the message waits for a later try")
-        await self.limit.acquire()
+        permit = await self.limit.acquire()
         try:
-            return await self._observed(self._inner.classify(prompt))
+            return await self._observed(self._inner.classify(prompt), permit)
         finally:
-            await self.limit.release()
+            self.limit.release()
 
     def receive_capacity(self) -> int:
-        """How many messages may be in flight: none while open, else the adaptive limit."""
-        return 0 if self.circuit.is_open else self.limit.current
+        """How many more messages may be taken: none while open, else the limiter's free room."""
+        return 0 if self.circuit.is_open else self.limit.receive_room()
+
+    def idle_slots(self) -> int:
+        """Slots free with no call waiting for them: none while open."""
+        return 0 if self.circuit.is_open else self.limit.idle_slots()
+
+    def on_capacity(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` whenever ``receive_capacity()`` may have grown."""
+        self.limit.on_room(wake)
 
     async def wait_until_ready(self, stop: asyncio.Event) -> None:
         """Return when the circuit is closed (probing meanwhile) or ``stop`` is set."""
@@ -189,15 +148,17 @@ class EndpointGuard:
                     log.info("circuit_probe_abandoned_on_stop")
 
     async def _probe(self) -> Completion:
-        return await self._observed(self._inner.classify(self._probe_prompt))
+        return await self._observed(self._inner.classify(self._probe_prompt), None)
 
-    async def _observed(self, call: Awaitable[Completion]) -> Completion:
+    async def _observed(self, call: Awaitable[Completion], permit: Permit | None) -> Completion:
+        """Await ``call``; tell the circuit and the limit (when it holds a slot) how it went."""
         try:
             completion = await call
         except ClassifierError as exc:
             metrics.ENDPOINT_FAILURES.labels(kind=exc.kind).inc()
             if isinstance(exc, EndpointThrottled):
-                self.limit.on_throttle()
+                if permit is not None:
+                    self.limit.on_throttle(permit)
                 self.circuit.record_success()  # it answered: the endpoint is up, only busy
             elif isinstance(exc, EndpointFailure):
                 # Down, or refusing every request alike (not found, access denied, a 4xx for
@@ -207,5 +168,6 @@ class EndpointGuard:
                 self.circuit.record_success()  # PromptTooLong: a working endpoint, a big prompt
             raise
         self.circuit.record_success()
-        await self.limit.on_success()
+        if permit is not None:
+            self.limit.on_success(permit)
         return completion

@@ -170,3 +170,18 @@ CACHE_MISSES = Counter(
     "moderation_cache_misses", "Prompts that needed a model call (the cache had no answer)."
 )
 CACHE_ENTRIES = Gauge("moderation_cache_entries", "Assessments held in the verdict cache.")
+
+# --- adaptive concurrency (appended here to keep merges with other changes to this file simple) ---
+
+LATENCY_BASELINE = Gauge(
+    "moderation_endpoint_latency_baseline_seconds",
+    "Latency of an endpoint call without a queue, as last measured by the concurrency limiter.",
+)
+LATENCY_RECENT = Gauge(
+    "moderation_endpoint_latency_recent_seconds",
+    "Mean latency of the last window of successful endpoint calls.",
+)
+LATENCY_GRADIENT = Gauge(
+    "moderation_endpoint_latency_gradient",
+    "baseline / recent latency, clamped to [0.5, 1]: below 1 means a queue is building.",
+)

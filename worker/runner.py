@@ -20,10 +20,11 @@ messages handled. Three things walk the leases:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import structlog
@@ -34,11 +35,13 @@ from worker.core.errors import SourceError
 from worker.loop_lag import watch_loop_lag
 from worker.pipeline import Ack, DeadLetter, Outcome, RetryLater
 from worker.ports import MessageSource, ReceivedMessage
-from worker.shutdown import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 
 RECEIVE_BATCH: Final = 10  # SQS's maximum per ReceiveMessage
+# Receives outstanding at once: enough to keep a few hundred messages a second coming over a
+# 20 ms round trip, few enough that a quiet queue sees only a handful of long polls.
+MAX_RECEIVES: Final = 6
 _RECEIVE_ERROR_BACKOFF_MAX: Final = 30.0
 _CAPACITY_RECHECK_SECONDS: Final = 1.0
 
@@ -47,7 +50,15 @@ class ReceiveGate(Protocol):
     """What the runner asks before receiving (``EndpointGuard`` satisfies it)."""
 
     def receive_capacity(self) -> int:
-        """How many messages may be in flight now."""
+        """How many more messages may be taken now (besides those not yet started)."""
+        ...
+
+    def idle_slots(self) -> int:
+        """Endpoint slots free now with no message waiting for them."""
+        ...
+
+    def on_capacity(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` whenever ``receive_capacity()`` may have grown."""
         ...
 
     async def wait_until_ready(self, stop: asyncio.Event) -> None:
@@ -161,6 +172,8 @@ class Runner:
         self._groups: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._polling_ended = asyncio.Event()
+        self._wake = asyncio.Event()  # set when the poll loop should look again
+        self._busy_queue = False  # the last receive brought all it asked for
         self._deletes = MicroBatcher(self._delete_batch, linger=config.batch_linger)
         self._visibility = MicroBatcher(self._visibility_batch, linger=config.batch_linger)
         self.last_poll = time.monotonic()  # the poll loop's progress, read by worker.health
@@ -208,30 +221,116 @@ class Runner:
     # --- receiving ---
 
     async def _poll(self, stop: asyncio.Event) -> None:
-        failures = 0
-        while not stop.is_set():
-            free = await self._free_slots(stop)
-            if free is None:
+        """Keep enough receives outstanding to fill the free room; on stop, let each one end.
+
+        Each receive asks for at most the room not already asked for by the others, so the
+        runner never holds more than it can start. None starts while the circuit is open (the
+        gate probes meanwhile). A failed receive delays the next ones, with backoff.
+        """
+        polling = _Polling()
+        wake = self._wake
+        if self._gate is not None:
+            self._gate.on_capacity(wake.set)
+        stop_watch = asyncio.ensure_future(stop.wait())
+        stop_watch.add_done_callback(lambda _: wake.set())
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                wake.clear()
+                self.last_poll = time.monotonic()  # at least once a second; read by worker.health
+                if not polling.outstanding and self._gate is not None:
+                    await self._gate.wait_until_ready(stop)
+                    if stop.is_set():
+                        break
+                if polling.queue_seems_empty and not polling.outstanding:
+                    log.info("queue_empty_burst_done")
+                    return
+                if loop.time() >= polling.resume_at and not polling.queue_seems_empty:
+                    self._launch_receives(polling, stop)
+                await self._wait_for(polling)
+                for task, asked in polling.take_done():
+                    await self._received(task, asked, polling, stop)
+        finally:
+            stop_watch.cancel()
+            # Each receive still out gets its grace (``_receive``); what it took goes back.
+            for batch in await asyncio.gather(*polling.outstanding, return_exceptions=True):
+                if not isinstance(batch, BaseException):
+                    await self._release_received_on_stop(batch)
+
+    def _launch_receives(self, polling: _Polling, stop: asyncio.Event) -> None:
+        room, starving = self._room()
+        room -= sum(polling.outstanding.values())
+        # Only a queue that fills what was asked gets more than one receive: on a quiet queue
+        # one long poll waits (and at stop only one is abandoned, which SQS could still hand a
+        # message to after we stopped listening).
+        most = MAX_RECEIVES if self._busy_queue else 1
+        while room > 0 and len(polling.outstanding) < most:
+            asked = min(RECEIVE_BATCH, room)
+            if asked < RECEIVE_BATCH and (polling.outstanding or not starving):
+                # Less than a batch only when the endpoint has a slot nothing waits for, and
+                # nothing else is on its way: each receive is a call, and the room grows while
+                # one is out, so waiting a little makes the next one ask for more.
                 return
-            try:
-                batch = await self._receive(min(RECEIVE_BATCH, free), stop)
-            except SourceError as exc:
-                failures += 1
-                delay = min(2.0 ** min(failures, 10) / 2, _RECEIVE_ERROR_BACKOFF_MAX)
-                metrics.RECEIVE_ERRORS.inc()
-                log.warning("receive_failed", error=str(exc), retry_in_seconds=delay)
-                await sleep_unless_stopped(delay, stop)
-                continue
-            failures = 0
-            if stop.is_set():
-                if batch:
-                    log.info("received_during_shutdown_released", count=len(batch))
-                    await self._release(self._hold(batch), on_shutdown=True)
-                return
-            if not batch and self._config.burst and not self._leases:
-                log.info("queue_empty_burst_done")
-                return
-            self._start(batch)
+            receiving = asyncio.ensure_future(self._receive(asked, stop))
+            receiving.add_done_callback(lambda _: self._wake.set())
+            polling.outstanding[receiving] = asked
+            room -= asked
+
+    async def _received(
+        self,
+        task: asyncio.Future[Sequence[ReceivedMessage]],
+        asked: int,
+        polling: _Polling,
+        stop: asyncio.Event,
+    ) -> None:
+        """Start what one receive brought (or release it, on stop); back off after a failure."""
+        try:
+            batch = task.result()
+        except SourceError as exc:
+            polling.failures += 1
+            delay = min(2.0 ** min(polling.failures, 10) / 2, _RECEIVE_ERROR_BACKOFF_MAX)
+            polling.resume_at = asyncio.get_running_loop().time() + delay
+            metrics.RECEIVE_ERRORS.inc()
+            log.warning("receive_failed", error=str(exc), retry_in_seconds=delay)
+            return
+        polling.failures = 0
+        self._busy_queue = len(batch) >= asked
+        if stop.is_set():
+            await self._release_received_on_stop(batch)
+            return
+        if self._config.burst:
+            polling.queue_seems_empty = not batch and not self._leases
+        self._start(batch)
+
+    def _room(self) -> tuple[int, bool]:
+        """Messages that may be received now (the free slots, less those not started yet), and
+        whether the endpoint has a slot that no message is waiting for."""
+        room = self._config.max_in_flight - len(self._leases)
+        if self._gate is None:
+            return room, True
+        not_started = sum(1 for lease in self._leases.values() if lease.stage is Stage.RECEIVED)
+        room = min(room, self._gate.receive_capacity() - not_started)
+        return room, self._gate.idle_slots() > not_started
+
+    async def _wait_for(self, polling: _Polling) -> None:
+        """Until something changed: a receive ended, room was freed, or stop was requested.
+
+        Re-checked now and then even with nothing happening: the limit moves by itself.
+        """
+        if any(task.done() for task in polling.outstanding):
+            return
+        timeout = _CAPACITY_RECHECK_SECONDS
+        backoff_left = polling.resume_at - asyncio.get_running_loop().time()
+        if backoff_left > 0:
+            timeout = min(timeout, backoff_left)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
+    async def _release_received_on_stop(self, batch: Sequence[ReceivedMessage]) -> None:
+        if batch:
+            log.info("received_during_shutdown_released", count=len(batch))
+            await self._release(self._hold(batch), on_shutdown=True)
 
     async def _receive(self, max_messages: int, stop: asyncio.Event) -> Sequence[ReceivedMessage]:
         """One receive that ends soon after ``stop``.
@@ -258,28 +357,9 @@ class Runner:
             return []
         return receiving.result()
 
-    async def _free_slots(self, stop: asyncio.Event) -> int | None:
-        """Wait until the endpoint is ready and a slot is free; None when stop was requested."""
-        while not stop.is_set():
-            self.last_poll = time.monotonic()  # each receive, and each second while slots are full
-            limit = self._config.max_in_flight
-            if self._gate is not None:
-                await self._gate.wait_until_ready(stop)
-                limit = min(limit, self._gate.receive_capacity())
-            free = limit - len(self._leases)
-            if free > 0:
-                return free
-            # Re-check now and then even with nothing finishing: the limit moves by itself.
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait(
-                    [*self._groups, stopper],
-                    timeout=_CAPACITY_RECHECK_SECONDS,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                stopper.cancel()
-        return None
+    def _group_done(self, task: asyncio.Task[None]) -> None:
+        self._groups.discard(task)
+        self._wake.set()  # its leases are settled: room for more
 
     def _hold(self, batch: Sequence[ReceivedMessage]) -> list[Lease]:
         self._stats.received += len(batch)
@@ -293,7 +373,7 @@ class Runner:
         for group in _ordered_groups(self._hold(batch)):
             task = asyncio.create_task(self._process_group(group))
             self._groups.add(task)
-            task.add_done_callback(self._groups.discard)
+            task.add_done_callback(self._group_done)
 
     # --- moderating ---
 
@@ -494,6 +574,23 @@ class Runner:
         await asyncio.gather(*settling, return_exceptions=True)
         await self._deletes.aclose()
         await self._visibility.aclose()
+
+
+@dataclass
+class _Polling:
+    """The poll loop's state: the receives outstanding (each with what it asked for), and the
+    backoff after failed ones."""
+
+    outstanding: dict[asyncio.Future[Sequence[ReceivedMessage]], int] = field(default_factory=dict)
+    failures: int = 0
+    resume_at: float = 0.0  # loop time before which no new receive starts
+    queue_seems_empty: bool = False  # burst mode: an empty receive while nothing was held
+
+    def take_done(self) -> list[tuple[asyncio.Future[Sequence[ReceivedMessage]], int]]:
+        done = [(task, asked) for task, asked in self.outstanding.items() if task.done()]
+        for task, _ in done:
+            del self.outstanding[task]
+        return done
 
 
 def _ordered_groups(leases: Sequence[Lease]) -> list[list[Lease]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
-WORKSHOP: Final = ("devstack", "moto", "flask", "rich.live")
+WORKSHOP: Final = ("devstack", "moto", "flask")
 # Python that hides devstack as if it were not installed, then runs the CLI.
 WITHOUT_DEVSTACK: Final = (
     "import sys; sys.modules['devstack'] = None; "

@@ -1,0 +1,222 @@
+"""The adaptive concurrency limit, driven by a manual clock: each signal alone, then converging.
+
+The convergence tests run the limit against a simulated endpoint (``endpoint_simulation``):
+a minute of simulated traffic in a few milliseconds, exactly repeatable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from typing import Any
+
+import pytest
+from endpoint_simulation import ManualClock, simulate
+from structlog.testing import capture_logs
+
+from worker.concurrency import AdaptiveLimit, LimitPolicy, Permit
+
+SERVICE = 0.05
+
+
+def limit_at(
+    initial: int, *, max_in_flight: int = 64, **policy: Any
+) -> tuple[AdaptiveLimit, ManualClock]:
+    clock = ManualClock()
+    # No baseline re-measurement unless a test is about it: it halves admission for a while.
+    tuning = dataclasses.replace(LimitPolicy(initial=initial, baseline_interval=1e6), **policy)
+    return AdaptiveLimit(max_in_flight, tuning, clock=clock), clock
+
+
+def run_window(limit: AdaptiveLimit, clock: ManualClock, latency: float) -> None:
+    """One window of calls, all slots busy, each answering after ``latency`` seconds."""
+    permits = [limit.try_acquire() for _ in range(limit.current)]
+    clock.now += latency
+    for permit in permits:
+        assert permit is not None
+        limit.on_success(permit)
+        limit.release()
+
+
+def throttle_one(limit: AdaptiveLimit) -> Permit:
+    permit = limit.try_acquire()
+    assert permit is not None
+    limit.on_throttle(permit)
+    limit.release()
+    return permit
+
+
+# --- throttling ---
+
+
+def test_a_throttle_lowers_the_limit_by_the_backoff_ratio() -> None:
+    limit, _ = limit_at(20)
+    with capture_logs() as logs:
+        throttle_one(limit)
+    assert limit.current == 18
+    assert [entry["event"] for entry in logs] == ["concurrency_decreased"]
+
+
+def test_throttles_of_calls_admitted_before_a_decrease_count_once() -> None:
+    limit, _ = limit_at(20)
+    permits = [limit.try_acquire() for _ in range(20)]
+    for permit in permits:
+        assert permit is not None
+        limit.on_throttle(permit)
+    assert limit.current == 18
+
+
+def test_a_throttle_of_a_call_admitted_after_the_decrease_counts_again() -> None:
+    limit, _ = limit_at(20)
+    throttle_one(limit)
+    throttle_one(limit)
+    assert limit.current == 16  # 20 * 0.9 * 0.9 = 16.2
+
+
+def test_the_limit_never_falls_below_the_minimum() -> None:
+    limit, _ = limit_at(2)
+    for _ in range(30):
+        throttle_one(limit)
+    assert limit.current == 1
+
+
+def test_after_a_throttle_the_limit_comes_back_to_the_ceiling_slowly_then_probes_above() -> None:
+    limit, clock = limit_at(20)
+    run_window(limit, clock, SERVICE)  # the baseline
+    ceiling = limit.current
+    throttle_one(limit)
+    for _ in range(10):  # half a second of no-queue windows
+        run_window(limit, clock, SERVICE)
+    assert limit.current < ceiling
+    for _ in range(60):  # three more seconds
+        run_window(limit, clock, SERVICE)
+    assert limit.current > ceiling
+
+
+# --- latency ---
+
+
+def test_without_latency_growth_a_busy_limit_grows_to_max_in_flight_and_no_further() -> None:
+    limit, clock = limit_at(4, max_in_flight=32)
+    for _ in range(50):
+        run_window(limit, clock, SERVICE)
+    assert limit.current == 32
+
+
+def test_latency_growth_lowers_the_limit() -> None:
+    limit, clock = limit_at(20)
+    run_window(limit, clock, SERVICE)  # the baseline
+    for _ in range(10):
+        run_window(limit, clock, 2 * SERVICE)
+    assert limit.current < 15
+
+
+def test_an_idle_worker_does_not_raise_the_limit() -> None:
+    """Calls answered quickly, but only 2 of 20 slots used: no evidence more would work."""
+    limit, clock = limit_at(20)
+    for _ in range(100):
+        permits = [limit.try_acquire(), limit.try_acquire()]
+        clock.now += SERVICE
+        for permit in permits:
+            assert permit is not None
+            limit.on_success(permit)
+            limit.release()
+    assert limit.current == 20
+
+
+def test_throttles_do_not_feed_the_latency_estimate() -> None:
+    limit, clock = limit_at(4)
+    run_window(limit, clock, SERVICE)
+    permit = limit.try_acquire()
+    assert permit is not None
+    clock.now += 100 * SERVICE  # a slow refusal, if it counted, would look like a huge queue
+    limit.on_throttle(permit)
+    limit.release()
+    run_window(limit, clock, SERVICE)
+    assert limit.recent == pytest.approx(SERVICE)
+
+
+def test_the_baseline_is_remeasured_at_half_the_limit_every_interval() -> None:
+    limit, clock = limit_at(16, max_in_flight=16, baseline_interval=10.0, baseline_samples=5)
+    run_window(limit, clock, SERVICE)
+    assert limit.baseline == pytest.approx(SERVICE)
+    clock.now += 12.0  # past the interval (jittered by at most 10 %)
+    admitted = list(itertools.takewhile(bool, (limit.try_acquire() for _ in range(16))))
+    assert len(admitted) == 8
+    assert limit.measuring_baseline
+    clock.now += 2 * SERVICE  # the model became slower
+    for permit in admitted:
+        assert permit is not None
+        limit.on_success(permit)
+        limit.release()
+    assert not limit.measuring_baseline
+    assert limit.baseline == pytest.approx(2 * SERVICE)
+
+
+# --- slots ---
+
+
+def test_receive_room_is_the_limit_and_a_prefetch_less_the_calls_running() -> None:
+    limit, _ = limit_at(8)
+    assert limit.receive_room() == 8 + 4
+    for _ in range(3):
+        limit.try_acquire()
+    assert limit.receive_room() == 9
+
+
+async def test_waiting_callers_get_freed_slots_in_arrival_order() -> None:
+    limit, _ = limit_at(1)
+    await limit.acquire()
+    order: list[str] = []
+
+    async def caller(name: str) -> None:
+        await limit.acquire()
+        order.append(name)
+        limit.release()
+
+    waiting = [asyncio.create_task(caller(name)) for name in ("first", "second")]
+    await asyncio.sleep(0)
+    assert limit.waiting == 2
+    limit.release()
+    await asyncio.gather(*waiting)
+    assert order == ["first", "second"]
+    assert limit.in_use == 0
+
+
+async def test_a_caller_cancelled_while_waiting_leaves_no_slot_taken() -> None:
+    limit, _ = limit_at(1)
+    await limit.acquire()
+    waiting = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    limit.release()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert (limit.in_use, limit.waiting) == (0, 0)
+
+
+# --- converging on the capacity (simulated endpoint: 50 ms a call, 1 ms each way) ---
+
+
+def test_against_a_hard_cap_of_8_goodput_is_95_percent_with_few_throttles() -> None:
+    result = simulate(capacity=8, queue_size=0)
+    assert result.goodput_share >= 0.95
+    assert result.throttled_share <= 0.02
+    assert set(result.limits_after(5.0)) <= {8, 9}
+
+
+def test_against_a_queueing_endpoint_of_8_goodput_is_95_percent_with_a_short_queue() -> None:
+    result = simulate(capacity=8, queue_size=1024)
+    assert result.goodput_share >= 0.95
+    assert result.mean_queue_wait <= 0.025
+    assert result.throttled == 0
+
+
+@pytest.mark.parametrize("queue_size", [0, 1024])
+@pytest.mark.parametrize("capacity", [2, 32])
+def test_the_limit_settles_near_other_capacities(capacity: int, queue_size: int) -> None:
+    result = simulate(capacity=capacity, queue_size=queue_size, service=0.02)
+    settled = result.limits_after(10.0)
+    assert settled
+    assert capacity * 0.85 <= min(settled)
+    assert max(settled) <= capacity * 1.5 + 2

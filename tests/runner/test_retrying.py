@@ -1,0 +1,131 @@
+"""Retrying model calls: the first attempt is a plain call, throttles back off briefly and give
+their slot back while they wait. Against the real emulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from conditions import wait_until
+from structlog.testing import capture_logs
+
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from worker.adapters.tgi import TgiClassifier
+from worker.backpressure import EndpointGuard, GuardPolicy
+from worker.concurrency import LimitPolicy
+from worker.core.errors import EndpointRejected, EndpointUnavailable
+from worker.core.models import Turn
+from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
+from worker.core.taxonomy import PromptFormat, default_taxonomy
+from worker.retrying import RetryingClassifier, RetryPolicy
+
+FORMAT = PromptFormat.LLAMA_GUARD_2
+PROMPT = render_prompt([Turn("user", "Hello")], FORMAT, default_taxonomy(FORMAT)).text
+RETRIES = RetryPolicy(attempts=3, initial_backoff=0.2, throttle_backoff=0.01, deadline=10)
+
+
+@pytest.fixture
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        yield session
+
+
+def retrying_for(
+    emulator: RunningEmulator,
+    session: aiohttp.ClientSession,
+    policy: RetryPolicy = RETRIES,
+    *,
+    slots: int = 64,
+) -> tuple[RetryingClassifier, EndpointGuard]:
+    classifier = TgiClassifier(session, emulator.url, DEFAULT_PARAMETERS)
+    guard = EndpointGuard(
+        classifier,
+        GuardPolicy(max_in_flight=slots, limit=LimitPolicy(initial=slots)),
+        PROMPT,
+    )
+    return RetryingClassifier(guard, policy), guard
+
+
+async def test_a_first_attempt_that_succeeds_builds_no_retry_loop(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession
+) -> None:
+    retrying, _ = retrying_for(emulator, http_session)
+    await retrying.classify(PROMPT)
+    assert retrying.retry_loops == 0
+    assert emulator.stats.requests == 1
+
+
+async def test_a_retryable_first_failure_starts_the_retry_loop_and_it_succeeds(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession
+) -> None:
+    retrying, _ = retrying_for(emulator, http_session)
+    emulator.faults.fail_next = ["server_error"]
+    with capture_logs() as logs:
+        await retrying.classify(PROMPT)
+    assert retrying.retry_loops == 1
+    assert emulator.stats.requests == 2
+    retries = [entry for entry in logs if entry["event"] == "classifier_retry"]
+    assert [entry["attempt"] for entry in retries] == [1]
+
+
+async def test_the_first_attempt_counts_towards_the_attempts(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession
+) -> None:
+    retrying, _ = retrying_for(emulator, http_session)
+    emulator.faults.down = True
+    with pytest.raises(EndpointUnavailable):
+        await retrying.classify(PROMPT)
+    assert emulator.stats.requests == RETRIES.attempts
+
+
+async def test_a_rejection_is_not_retried(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession
+) -> None:
+    retrying, _ = retrying_for(emulator, http_session)
+    emulator.faults.fail_next = ["not_found"]
+    with pytest.raises(EndpointRejected):
+        await retrying.classify(PROMPT)
+    assert emulator.stats.requests == 1
+    assert retrying.retry_loops == 0
+
+
+async def test_a_throttle_waits_briefly_and_an_outage_waits_longer(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession
+) -> None:
+    retrying, _ = retrying_for(emulator, http_session)
+    emulator.faults.fail_next = ["throttle", "server_error"]
+    with capture_logs() as logs:
+        await retrying.classify(PROMPT)
+    waits = {
+        entry["error_type"]: entry["sleep_seconds"]
+        for entry in logs
+        if entry["event"] == "classifier_retry"
+    }
+    assert waits["EndpointThrottled"] <= RETRIES.throttle_backoff
+    assert waits["EndpointUnavailable"] >= RETRIES.initial_backoff
+
+
+async def test_a_throttled_call_gives_its_slot_to_a_waiting_call_before_retrying(
+    http_session: aiohttp.ClientSession,
+) -> None:
+    """One slot: the refused call's retry queues behind the call that was already waiting."""
+    async with run_emulator(EmulatorConfig(latency_ms=5)) as emulator:
+        retrying, guard = retrying_for(emulator, http_session, slots=1)
+        emulator.faults.fail_next = ["throttle"]
+        order: list[str] = []
+
+        async def call(name: str) -> None:
+            await retrying.classify(PROMPT)
+            order.append(name)
+
+        await guard.limit.acquire()  # the test holds the one slot while both calls line up
+        refused = asyncio.create_task(call("refused first"))
+        await wait_until(lambda: guard.limit.waiting == 1)
+        waiting = asyncio.create_task(call("waiting"))
+        await wait_until(lambda: guard.limit.waiting == 2)
+        guard.limit.release()
+        await asyncio.gather(refused, waiting)
+    assert order == ["waiting", "refused first"]
+    assert emulator.stats.by_outcome["throttled"] == 1
