@@ -83,7 +83,7 @@ $(LOCALSTACK_STAMP): bench/localstack-requirements.txt
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.8"
-	$(BIN)/python -m uv pip compile pyproject.toml --extra local --extra dev --universal \
+	$(BIN)/python -m uv pip compile pyproject.toml --extra local --extra tokens --extra dev --universal \
 		--python-version 3.11 --generate-hashes -o requirements.lock
 
 clean:

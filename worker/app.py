@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import structlog
 
 from worker.adapters.aws import (
     QUEUES_ONLY,
@@ -15,6 +16,7 @@ from worker.adapters.aws import (
     ServiceName,
     open_aws_clients,
 )
+from worker.adapters.openai import OpenAIClassifier
 from worker.adapters.sagemaker import SageMakerClassifier
 from worker.adapters.sns import SnsSink
 from worker.adapters.sqs import SqsSource
@@ -23,7 +25,18 @@ from worker.backpressure import EndpointGuard, GuardPolicy
 from worker.batching import BatchingSink
 from worker.core.errors import ConfigurationError
 from worker.core.models import Turn
-from worker.core.prompt import DEFAULT_PARAMETERS, check_parameters, render_prompt
+from worker.core.prompt import (
+    DEFAULT_PARAMETERS,
+    LLAMA3_TOKENIZER_FORMATS,
+    check_parameters,
+    render_prompt,
+)
+from worker.core.protocols import (
+    OpenAICompletionsProtocol,
+    ProtocolName,
+    RequestProtocol,
+    TgiProtocol,
+)
 from worker.core.taxonomy import PromptFormat
 from worker.pipeline import ModerationPolicy, Moderator
 from worker.ports import Classifier
@@ -31,10 +44,15 @@ from worker.retrying import RetryingClassifier, RetryPolicy
 from worker.runner import Runner, RunnerConfig
 from worker.settings import ModelSettings, Settings
 from worker.taxonomy_file import load_taxonomy
+from worker.tokenizer import load_llama3_tokenizer
+
+log = structlog.get_logger(__name__)
 
 
 def policy_from(settings: ModelSettings) -> ModerationPolicy:
     prompt_format = PromptFormat(settings.prompt_format)
+    # Loaded only for the formats it counts exactly; None without the ``tokens`` extra.
+    tokenizer = load_llama3_tokenizer() if prompt_format in LLAMA3_TOKENIZER_FORMATS else None
     return ModerationPolicy(
         prompt_format=prompt_format,
         taxonomy=load_taxonomy(prompt_format, settings.taxonomy_file),
@@ -42,17 +60,40 @@ def policy_from(settings: ModelSettings) -> ModerationPolicy:
         max_prompt_chars=settings.max_prompt_chars,
         max_conversation_chars=settings.max_conversation_chars,
         log_content=settings.log_content,
+        tokenizer=tokenizer,
+        max_prompt_tokens=settings.max_prompt_tokens,
     )
 
 
 def model_parameters(settings: ModelSettings) -> dict[str, object]:
-    """The generation parameters: the defaults, overridden (or removed with null) by settings."""
+    """The TGI generation parameters: the defaults, overridden (or removed with null)."""
     parameters = {**DEFAULT_PARAMETERS, **(settings.model_parameters or {})}
     try:
         check_parameters(parameters)
     except ConfigurationError as exc:
         raise ConfigurationError(f"MODERATION_MODEL_PARAMETERS: {exc}") from exc
     return parameters
+
+
+def protocol_name(settings: ModelSettings) -> ProtocolName:
+    """The body the endpoint is sent: the HTTP backend's own, or the SageMaker setting's."""
+    if settings.backend == "sagemaker":
+        return settings.sagemaker_protocol
+    return settings.backend
+
+
+def request_protocol(settings: ModelSettings) -> RequestProtocol:
+    """The configured request protocol; a parameter it refuses stops start-up, naming the variable.
+
+    For the OpenAI protocol MODERATION_MODEL_PARAMETERS may change ``max_tokens`` and
+    ``logprobs`` only: the body is otherwise fixed (greedy, temperature 0).
+    """
+    if protocol_name(settings) == "tgi":
+        return TgiProtocol(model_parameters(settings))
+    try:
+        return OpenAICompletionsProtocol(settings.openai_model, settings.model_parameters)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"MODERATION_MODEL_PARAMETERS: {exc}") from exc
 
 
 def runner_config_from(settings: Settings, *, burst: bool = False) -> RunnerConfig:
@@ -100,15 +141,28 @@ async def build_classifier(
     pool_size: int,
     aws: AwsClients | None = None,
 ) -> Classifier:
-    """The configured backend; a client it opens is entered on ``stack`` to close with the rest."""
-    parameters = model_parameters(settings)
-    if settings.backend == "tgi":
+    """The configured backend; a client it opens is entered on ``stack`` to close with the rest.
+
+    The transport (SageMaker ``invoke_endpoint`` or plain HTTP) and the request protocol (TGI's
+    body or OpenAI completions) are chosen separately; everything above them is shared.
+    """
+    protocol = request_protocol(settings)
+    if settings.backend in ("tgi", "openai"):
         timeout = aiohttp.ClientTimeout(total=settings.request_timeout, connect=5)
         connector = aiohttp.TCPConnector(limit=pool_size)
         session = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=timeout, connector=connector)
         )
-        return TgiClassifier(session, settings.tgi_url or "", parameters)
+        if settings.backend == "tgi":
+            return TgiClassifier(session, settings.tgi_url or "", model_parameters(settings))
+        api_key = settings.openai_api_key
+        return OpenAIClassifier(
+            session,
+            settings.openai_url or "",
+            settings.openai_model or "",
+            api_key=api_key.get_secret_value() if api_key is not None else None,
+            overrides=settings.model_parameters,
+        )
     if aws is None:
         aws = await stack.enter_async_context(
             open_aws_clients(
@@ -120,7 +174,7 @@ async def build_classifier(
     return SageMakerClassifier(
         aws.sagemaker_runtime,
         settings.endpoint_name or "",
-        parameters,
+        protocol,
         target_variant=settings.target_variant,
         inference_component=settings.inference_component,
         custom_attributes=settings.custom_attributes,
@@ -131,7 +185,9 @@ async def build_classifier(
 async def open_worker(settings: Settings, *, burst: bool = False) -> AsyncIterator[Worker]:
     """Create the clients once, wire the pipeline and close everything together on exit."""
     policy = policy_from(settings)
-    model_parameters(settings)  # a forbidden parameter stops start-up before any connection
+    request_protocol(settings)  # a forbidden parameter stops start-up before any connection
+    measure, budget = policy.prompt_budget()
+    log.info("prompt_budget", unit=measure.unit, max_prompt_size=budget)
     async with AsyncExitStack() as stack:
         services: tuple[ServiceName, ...] = QUEUES_ONLY
         if settings.backend == "sagemaker":
