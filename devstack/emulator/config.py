@@ -27,6 +27,9 @@ FaultKind = Literal[
     "unreadable_response",
 ]
 FAULT_KINDS: Final[frozenset[str]] = frozenset(get_args(FaultKind))
+#: The model name the local tools ask the emulator's OpenAI route for (it serves any name unless
+#: ``served_model_names`` says otherwise).
+EMULATOR_MODEL: Final = "llama-guard-emulator"
 
 # Order in which the single uniform draw of a request is laid over the rates.
 _MIN_TOTAL_TOKENS: Final = 2
