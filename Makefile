@@ -109,7 +109,7 @@ schemas: $(STAMP)
 UV_VERSION := 0.13.8
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/python -m uv pip compile pyproject.toml --extra local --extra dev --extra otel --universal \
+	$(BIN)/python -m uv pip compile pyproject.toml --extra local --extra tokens --extra dev --extra otel --universal \
 		--python-version 3.11 --generate-hashes -o requirements.lock
 	$(BIN)/python -m uv pip compile pyproject.toml --universal --python-version 3.11 \
 		--generate-hashes --constraint requirements.lock -o requirements-prod.lock

@@ -11,9 +11,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from worker.cli import EXIT_OK, FORMATS
 from worker.core.errors import ConfigurationError
 from worker.shutdown import install_stop_signals
+
+BACKENDS: Final = ("sagemaker", "tgi", "openai")
+PROTOCOLS: Final = ("tgi", "openai")
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -24,6 +29,19 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "--serve", action="store_true", help="keep the stack and worker up; print its environment"
     )
     local.add_argument("--format", choices=FORMATS, default="llama-guard-1", dest="prompt_format")
+    local.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sagemaker",
+        help="how the worker reaches the emulator: its SageMaker route, TGI's /generate, or"
+        " the OpenAI-compatible /v1/completions (as vLLM)",
+    )
+    local.add_argument(
+        "--sagemaker-protocol",
+        choices=PROTOCOLS,
+        default="tgi",
+        help="with --backend sagemaker: the body sent, TGI's or OpenAI completions (LMI)",
+    )
     local.set_defaults(handler=_cmd_local)
 
     emulator = commands.add_parser("emulator", help="serve the Llama Guard emulator alone")
@@ -35,20 +53,45 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     send.set_defaults(handler=_cmd_send)
 
 
+class _LocalProtocolSettings(BaseSettings):
+    """What ``check --local`` reads of the configuration: which protocol to speak."""
+
+    model_config = SettingsConfigDict(env_prefix="MODERATION_", extra="ignore")
+
+    backend: str = "tgi"
+    sagemaker_protocol: str = "tgi"
+
+
 @asynccontextmanager
 async def local_endpoint() -> AsyncIterator[dict[str, object]]:
-    """An emulator for ``check --local``: the model settings that point at it, while it runs."""
-    from devstack.emulator import EmulatorConfig, run_emulator
+    """An emulator for ``check --local``: the model settings that point at it, while it runs.
 
+    The emulator is reached over HTTP, with the OpenAI completions protocol when
+    MODERATION_BACKEND is ``openai`` (or MODERATION_SAGEMAKER_PROTOCOL is), else TGI's.
+    """
+    from devstack.emulator import EmulatorConfig, run_emulator
+    from devstack.emulator.config import EMULATOR_MODEL
+
+    configured = _LocalProtocolSettings()
+    openai = "openai" in (configured.backend, configured.sagemaker_protocol)
     async with run_emulator(EmulatorConfig()) as emulator:
-        yield {"backend": "tgi", "tgi_url": emulator.url}
+        if openai:
+            yield {"backend": "openai", "openai_url": emulator.url, "openai_model": EMULATOR_MODEL}
+        else:
+            yield {"backend": "tgi", "tgi_url": emulator.url}
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
     from devstack.demo import run_local
 
     return asyncio.run(
-        run_local(input_path=args.input, serve=args.serve, prompt_format=args.prompt_format)
+        run_local(
+            input_path=args.input,
+            serve=args.serve,
+            prompt_format=args.prompt_format,
+            backend=args.backend,
+            sagemaker_protocol=args.sagemaker_protocol,
+        )
     )
 
 
@@ -111,6 +154,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
                 f"Llama Guard emulator (a development stand-in, not a safety model) on {emu.url}\n"
                 f"  SageMaker: POST {emu.url}/endpoints/NAME/invocations\n"
                 f"  TGI:       POST {emu.url}/generate\n"
+                f"  OpenAI:    POST {emu.url}/v1/completions (as vLLM)\n"
                 f"  faults:    PUT {emu.url}/emulator/faults  counts: GET {emu.url}/emulator/stats",
                 flush=True,
             )

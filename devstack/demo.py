@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from devstack.emulator.config import EMULATOR_MODEL
 from devstack.emulator.server import EmulatorConfig, run_emulator
 from devstack.moto_stack import LocalResources, provision, start_moto_server, take_messages
 from devstack.sending import read_lines
@@ -37,8 +38,19 @@ REGION: Final = "us-east-1"
 _POLL_SECONDS: Final = 1
 
 
-async def run_local(*, input_path: Path | None, serve: bool, prompt_format: str) -> int:
-    """Run the demo (or, with ``serve``, keep the stack up until interrupted)."""
+async def run_local(
+    *,
+    input_path: Path | None,
+    serve: bool,
+    prompt_format: str,
+    backend: str = "sagemaker",
+    sagemaker_protocol: str = "tgi",
+) -> int:
+    """Run the demo (or, with ``serve``, keep the stack up until interrupted).
+
+    ``backend`` is how the worker reaches the emulator: ``sagemaker`` (its SageMaker route, with
+    ``sagemaker_protocol``'s body), ``tgi`` (``/generate``) or ``openai`` (``/v1/completions``).
+    """
     console = Console()
     configure_logging("console", level=30)  # warnings only: the tables are the demo's output
     bodies = _read_bodies(input_path)  # a bad --input stops here, before anything starts
@@ -52,7 +64,7 @@ async def run_local(*, input_path: Path | None, serve: bool, prompt_format: str)
         environment = {
             **environment,
             **resources.environment(),
-            **_model_environment(prompt_format),
+            **model_environment(prompt_format, backend, sagemaker_protocol, emulator.url),
         }
         if bodies:
             await _enqueue(aws.sqs, resources.queue_url, bodies)
@@ -84,11 +96,21 @@ def _aws_environment(moto_url: str, emulator_url: str) -> dict[str, str]:
     }
 
 
-def _model_environment(prompt_format: str) -> dict[str, str]:
-    return {
-        "MODERATION_BACKEND": "sagemaker",
+def model_environment(
+    prompt_format: str, backend: str, sagemaker_protocol: str, emulator_url: str
+) -> dict[str, str]:
+    """The model settings that send the worker to the emulator by ``backend``."""
+    environment = {"MODERATION_BACKEND": backend, "MODERATION_PROMPT_FORMAT": prompt_format}
+    if backend == "tgi":
+        return environment | {"MODERATION_TGI_URL": emulator_url}
+    if backend == "openai":
+        return environment | {
+            "MODERATION_OPENAI_URL": emulator_url,
+            "MODERATION_OPENAI_MODEL": EMULATOR_MODEL,
+        }
+    return environment | {
         "MODERATION_ENDPOINT_NAME": EMULATOR_ENDPOINT,
-        "MODERATION_PROMPT_FORMAT": prompt_format,
+        "MODERATION_SAGEMAKER_PROTOCOL": sagemaker_protocol,
     }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
+import structlog
 
 from worker.adapters.aws import (
     QUEUES_ONLY,
@@ -16,6 +17,7 @@ from worker.adapters.aws import (
     ServiceName,
     open_aws_clients,
 )
+from worker.adapters.openai import OpenAIClassifier
 from worker.adapters.sagemaker import SageMakerClassifier
 from worker.adapters.sns import SnsSink
 from worker.adapters.sqs import SqsSource
@@ -25,7 +27,18 @@ from worker.batching import BatchingSink
 from worker.cache import AssessmentCache, CacheScope
 from worker.core.errors import ConfigurationError
 from worker.core.models import Turn
-from worker.core.prompt import DEFAULT_PARAMETERS, check_parameters, render_prompt
+from worker.core.prompt import (
+    DEFAULT_PARAMETERS,
+    LLAMA3_TOKENIZER_FORMATS,
+    check_parameters,
+    render_prompt,
+)
+from worker.core.protocols import (
+    OpenAICompletionsProtocol,
+    ProtocolName,
+    RequestProtocol,
+    TgiProtocol,
+)
 from worker.core.taxonomy import PromptFormat
 from worker.health import WorkerSignals
 from worker.pipeline import ModerationPolicy, Moderator
@@ -34,6 +47,9 @@ from worker.retrying import RetryingClassifier, RetryPolicy
 from worker.runner import Runner, RunnerConfig
 from worker.settings import ModelSettings, Settings
 from worker.taxonomy_file import load_taxonomy
+from worker.tokenizer import load_llama3_tokenizer
+
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     from worker.health import Health
@@ -43,6 +59,8 @@ if TYPE_CHECKING:
 
 def policy_from(settings: ModelSettings) -> ModerationPolicy:
     prompt_format = PromptFormat(settings.prompt_format)
+    # Loaded only for the formats it counts exactly; None without the ``tokens`` extra.
+    tokenizer = load_llama3_tokenizer() if prompt_format in LLAMA3_TOKENIZER_FORMATS else None
     return ModerationPolicy(
         prompt_format=prompt_format,
         taxonomy=load_taxonomy(prompt_format, settings.taxonomy_file),
@@ -50,17 +68,40 @@ def policy_from(settings: ModelSettings) -> ModerationPolicy:
         max_prompt_chars=settings.max_prompt_chars,
         max_conversation_chars=settings.max_conversation_chars,
         log_content=settings.log_content,
+        tokenizer=tokenizer,
+        max_prompt_tokens=settings.max_prompt_tokens,
     )
 
 
 def model_parameters(settings: ModelSettings) -> dict[str, object]:
-    """The generation parameters: the defaults, overridden (or removed with null) by settings."""
+    """The TGI generation parameters: the defaults, overridden (or removed with null)."""
     parameters = {**DEFAULT_PARAMETERS, **(settings.model_parameters or {})}
     try:
         check_parameters(parameters)
     except ConfigurationError as exc:
         raise ConfigurationError(f"MODERATION_MODEL_PARAMETERS: {exc}") from exc
     return parameters
+
+
+def protocol_name(settings: ModelSettings) -> ProtocolName:
+    """The body the endpoint is sent: the HTTP backend's own, or the SageMaker setting's."""
+    if settings.backend == "sagemaker":
+        return settings.sagemaker_protocol
+    return settings.backend
+
+
+def request_protocol(settings: ModelSettings) -> RequestProtocol:
+    """The configured request protocol; a parameter it refuses stops start-up, naming the variable.
+
+    For the OpenAI protocol MODERATION_MODEL_PARAMETERS may change ``max_tokens`` and
+    ``logprobs`` only: the body is otherwise fixed (greedy, temperature 0).
+    """
+    if protocol_name(settings) == "tgi":
+        return TgiProtocol(model_parameters(settings))
+    try:
+        return OpenAICompletionsProtocol(settings.openai_model, settings.model_parameters)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"MODERATION_MODEL_PARAMETERS: {exc}") from exc
 
 
 def runner_config_from(settings: Settings, *, burst: bool = False) -> RunnerConfig:
@@ -130,15 +171,28 @@ async def build_classifier(
     pool_size: int,
     aws: AwsClients | None = None,
 ) -> Classifier:
-    """The configured backend; a client it opens is entered on ``stack`` to close with the rest."""
-    parameters = model_parameters(settings)
-    if settings.backend == "tgi":
+    """The configured backend; a client it opens is entered on ``stack`` to close with the rest.
+
+    The transport (SageMaker ``invoke_endpoint`` or plain HTTP) and the request protocol (TGI's
+    body or OpenAI completions) are chosen separately; everything above them is shared.
+    """
+    protocol = request_protocol(settings)
+    if settings.backend in ("tgi", "openai"):
         timeout = aiohttp.ClientTimeout(total=settings.request_timeout, connect=5)
         connector = aiohttp.TCPConnector(limit=pool_size)
         session = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=timeout, connector=connector)
         )
-        return TgiClassifier(session, settings.tgi_url or "", parameters)
+        if settings.backend == "tgi":
+            return TgiClassifier(session, settings.tgi_url or "", model_parameters(settings))
+        api_key = settings.openai_api_key
+        return OpenAIClassifier(
+            session,
+            settings.openai_url or "",
+            settings.openai_model or "",
+            api_key=api_key.get_secret_value() if api_key is not None else None,
+            overrides=settings.model_parameters,
+        )
     if aws is None:
         aws = await stack.enter_async_context(
             open_aws_clients(
@@ -150,7 +204,7 @@ async def build_classifier(
     return SageMakerClassifier(
         aws.sagemaker_runtime,
         settings.endpoint_name or "",
-        parameters,
+        protocol,
         target_variant=settings.target_variant,
         inference_component=settings.inference_component,
         custom_attributes=settings.custom_attributes,
@@ -171,7 +225,9 @@ async def open_worker(
     ``tracing``, each message gets its spans (see ``worker.tracing``).
     """
     policy = policy_from(settings)
-    model_parameters(settings)  # a forbidden parameter stops start-up before any connection
+    request_protocol(settings)  # a forbidden parameter stops start-up before any connection
+    measure, budget = policy.prompt_budget()
+    log.info("prompt_budget", unit=measure.unit, max_prompt_size=budget)
     async with AsyncExitStack() as stack:
         services: tuple[ServiceName, ...] = QUEUES_ONLY
         if settings.backend == "sagemaker":

@@ -24,9 +24,17 @@ from worker.core.errors import (
     PromptTooLong,
 )
 from worker.core.messages import ModerationRequest, decode_request
-from worker.core.prompt import PromptPlan, RenderedPrompt, plan_prompts, prepare_conversation
+from worker.core.prompt import (
+    LLAMA3_TOKENIZER_FORMATS,
+    PromptPlan,
+    RenderedPrompt,
+    plan_prompts,
+    prepare_conversation,
+)
 from worker.core.taxonomy import PromptFormat, Taxonomy
+from worker.core.tokens import CHARACTERS, Llama3Tokenizer, PromptMeasure
 from worker.core.verdict import (
+    BackendName,
     CategoryRef,
     Flag,
     ModelRef,
@@ -81,6 +89,24 @@ class ModerationPolicy:
     max_prompt_chars: int = 12_000
     max_conversation_chars: int = 100_000
     log_content: bool = False
+    # With the Llama 3 tokenizer (the ``tokens`` extra), formats that use it are budgeted in
+    # tokens: 4,096 of context minus the answer's 32.
+    tokenizer: Llama3Tokenizer | None = None
+    max_prompt_tokens: int = 4_064
+
+    def prompt_budget(self) -> tuple[PromptMeasure, int]:
+        """How prompts are measured and their budget: tokens where exact, else characters."""
+        if self.tokenizer is not None and self.prompt_format in LLAMA3_TOKENIZER_FORMATS:
+            return self.tokenizer.measure(), self.max_prompt_tokens
+        return CHARACTERS, self.max_prompt_chars
+
+
+_HTTP_BACKENDS: Final[dict[str, BackendName]] = {"tgi": "tgi", "openai": "openai"}
+
+
+def _backend_name(backend: str) -> BackendName:
+    """The verdict's name for a classifier's backend; SageMaker whatever protocol it speaks."""
+    return _HTTP_BACKENDS.get(backend, "sagemaker")
 
 
 class Moderator:
@@ -101,7 +127,7 @@ class Moderator:
         self._clock = clock
         self._cache = cache
         self._model = ModelRef(
-            backend="tgi" if classifier.backend == "tgi" else "sagemaker",
+            backend=_backend_name(classifier.backend),
             endpoint=classifier.endpoint,
             prompt_format=str(policy.prompt_format),
         )
@@ -179,7 +205,7 @@ class Moderator:
         policy = self._policy
         # Neutralising reads every character: once per message, not once per budget tried.
         conversation = prepare_conversation(request.turns)
-        budget = policy.max_prompt_chars
+        measure, budget = policy.prompt_budget()
         shrinks = 0
         while True:
             plan = plan_prompts(
@@ -188,6 +214,7 @@ class Moderator:
                 policy.taxonomy,
                 budget,
                 max_prompts=MAX_PROMPTS_PER_MESSAGE,
+                measure=measure,
             )
             try:
                 return plan, [await self._assess(prompt) for prompt in plan.prompts]
@@ -195,9 +222,11 @@ class Moderator:
                 if shrinks == _MAX_SHRINKS:
                     raise
                 shrinks += 1
-                longest = max(len(prompt.text) for prompt in plan.prompts)
-                budget = int(longest * _SHRINK_FACTOR)
-                log.info("prompt_budget_shrunk", max_prompt_chars=budget)
+                # The safety net: the endpoint counted more than we did (another tokenizer, a
+                # smaller context). Measuring whole prompts happens only on this rare path.
+                longest = max(measure.size(prompt.text) for prompt in plan.prompts)
+                budget = int((longest + measure.server_added) * _SHRINK_FACTOR)
+                log.info("prompt_budget_shrunk", max_prompt_size=budget, unit=measure.unit)
 
     async def _assess(self, prompt: RenderedPrompt) -> Answer:
         """One prompt's answer, from the cache when it holds one (or a call for it is in flight)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from worker.core.errors import ConfigurationError
@@ -60,7 +60,7 @@ def _queue_url(value: str) -> str:
 
 TopicArn = Annotated[str, AfterValidator(_sns_topic_arn)]
 #: An http(s) URL; credentials in it (``https://user:secret@host``) are sent as Basic auth by
-#: the TGI adapter and never shown.
+#: the HTTP adapters (TGI, OpenAI-compatible) and never shown.
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 QueueUrl = Annotated[str, AfterValidator(_queue_url)]
 PromptFormatName = Literal["llama-guard-1", "llama-guard-2", "llama-guard-3", "llama-guard-3-1b"]
@@ -76,12 +76,17 @@ SettingsT = TypeVar("SettingsT", bound=_EnvSettings)
 class ModelSettings(_EnvSettings):
     """How to reach the model and render its prompts: enough for ``check``."""
 
-    backend: Literal["sagemaker", "tgi"] = "sagemaker"
+    backend: Literal["sagemaker", "tgi", "openai"] = "sagemaker"
     endpoint_name: str | None = Field(default=None, min_length=1, max_length=63)
+    # The body sent through invoke_endpoint: TGI's (JumpStart TGI) or OpenAI completions (LMI).
+    sagemaker_protocol: Literal["tgi", "openai"] = "tgi"
     target_variant: str | None = None
     inference_component: str | None = None
     custom_attributes: str | None = Field(default=None, max_length=1024)
     tgi_url: HttpUrl | None = Field(default=None, repr=False)
+    openai_url: HttpUrl | None = Field(default=None, repr=False)
+    openai_model: str | None = Field(default=None, min_length=1, max_length=512)
+    openai_api_key: SecretStr | None = Field(default=None, repr=False)
     request_timeout: float = Field(default=70.0, gt=0, le=3600)
 
     prompt_format: PromptFormatName = "llama-guard-1"
@@ -89,6 +94,8 @@ class ModelSettings(_EnvSettings):
     unsafe_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     model_parameters: dict[str, Any] | None = None
     max_prompt_chars: int = Field(default=12_000, ge=1_000, le=1_000_000)
+    # 4,096 tokens of context (Llama Guard's usual deployment) minus the answer's 32.
+    max_prompt_tokens: int = Field(default=4_064, ge=256, le=1_000_000)
     max_conversation_chars: int = Field(default=100_000, ge=1, le=10_000_000)
     retry_attempts: int = Field(default=5, ge=1, le=20)
     # Without a queue (``check``) nothing bounds it; ``Settings`` derives it from the visibility.
@@ -103,6 +110,21 @@ class ModelSettings(_EnvSettings):
             raise ValueError("MODERATION_ENDPOINT_NAME is required when the backend is sagemaker")
         if self.backend == "tgi" and self.tgi_url is None:
             raise ValueError("MODERATION_TGI_URL is required when the backend is tgi")
+        if self.backend == "openai":
+            if self.openai_url is None:
+                raise ValueError("MODERATION_OPENAI_URL is required when the backend is openai")
+            if self.openai_model is None:
+                raise ValueError(
+                    "MODERATION_OPENAI_MODEL (the served model name) is required when the"
+                    " backend is openai"
+                )
+        if self.openai_api_key is not None and self.openai_url is not None:
+            parts = urlsplit(self.openai_url)
+            if parts.username is not None or parts.password is not None:
+                raise ValueError(
+                    "MODERATION_OPENAI_API_KEY and credentials in MODERATION_OPENAI_URL are both"
+                    " set: use one of them"
+                )
         return self
 
 

@@ -1,10 +1,12 @@
 """The Llama Guard emulator: a development stand-in for the model endpoint, never a safety model.
 
 A small aiohttp server for the local demo stack and the test-suite. It speaks the SageMaker
-runtime route and TGI's ``/generate``, reads a Llama Guard prompt in any supported format,
-applies blunt keyword rules to the assessed message (``rules``), answers in TGI's shape
-(``completion``, ``tgi``), and injects latency, a concurrency capacity and faults (``config``)
-with the errors each service really sends (``wire``). ``server`` wires it together::
+runtime route, TGI's ``/generate`` and vLLM's OpenAI-compatible ``/v1/completions`` (the SageMaker
+route takes that body too, as an LMI endpoint does), reads a Llama Guard prompt in any supported
+format, applies blunt keyword rules to the assessed message (``rules``), answers in TGI's or
+vLLM's shape (``completion``, ``tgi``, ``vllm``), and injects latency, a concurrency capacity and
+faults (``config``) with the errors each service really sends (``wire``). ``server`` wires it
+together::
 
     async with run_emulator(EmulatorConfig(latency_ms=20)) as emu:
         emu.faults.fail_next.append("throttle")   # exactly one ThrottlingException, then answers

@@ -27,6 +27,9 @@ FaultKind = Literal[
     "unreadable_response",
 ]
 FAULT_KINDS: Final[frozenset[str]] = frozenset(get_args(FaultKind))
+#: The model name the local tools ask the emulator's OpenAI route for (it serves any name unless
+#: ``served_model_names`` says otherwise).
+EMULATOR_MODEL: Final = "llama-guard-emulator"
 
 # Order in which the single uniform draw of a request is laid over the rates.
 _MIN_TOTAL_TOKENS: Final = 2
@@ -50,7 +53,9 @@ class EmulatorConfig:
     more depends on ``queue_size``: 0 (a hard cap) answers it as throttled straight away; above 0
     (a queueing server, as TGI and vLLM are) it waits its turn, first come first served, behind at
     most ``queue_size - 1`` others, and only a call that finds the queue full is throttled; its
-    latency grows with the queue. ``endpoint_names`` restricts the SageMaker route to those
+    latency grows with the queue. ``served_model_names`` restricts the ``model`` of an OpenAI
+    completions request to those names (None: any name; vLLM answers 404 for another).
+    ``endpoint_names`` restricts the SageMaker route to those
     endpoint names (None: any name). ``echo_prompt_by_default`` is what a request without
     ``return_full_text`` gets (TGI >= 1.4.2 echoes for models without a pipeline tag).
     """
@@ -64,6 +69,7 @@ class EmulatorConfig:
     seed: int = 0
     endpoint_names: frozenset[str] | None = None
     model_id: str = "meta-llama/LlamaGuard-7b"
+    served_model_names: frozenset[str] | None = None
     max_top_n_tokens: int = 5
 
     def __post_init__(self) -> None:

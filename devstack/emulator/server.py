@@ -3,6 +3,8 @@
 Routes (see the package docstring for the wire formats):
 - ``POST /endpoints/{name}/invocations``: SageMaker runtime ``InvokeEndpoint``; list body.
 - ``POST /generate``: TGI; object body.
+- ``POST /v1/completions``: vLLM's OpenAI-compatible completions (``vllm``). The SageMaker route
+  takes that body too (an LMI endpoint) and answers vLLM's object as it is.
 - ``GET /health``, ``GET /ping``: 200, or 503 while the fault plan says ``down``.
 - ``GET /info``: a minimal TGI ``/info``.
 - ``GET /emulator/stats`` (``DELETE`` resets), ``GET``/``PUT /emulator/faults``: admin.
@@ -10,8 +12,8 @@ Routes (see the package docstring for the wire formats):
 One inference request: down? -> 503; unknown endpoint name? -> ValidationError; over capacity?
 -> throttled at once (a hard cap) or queued for a slot, throttled only when the queue is full
 (a queueing server); then the fault plan's draw (error, hang, disconnect, unreadable body, or
-malformed output); then TGI's request checks and token budget; then latency; then the keyword
-rules answer.
+malformed output); then the protocol's request checks and token budget (TGI's or vLLM's); then
+latency; then the keyword rules answer.
 Nothing here logs a request body or message text.
 """
 
@@ -35,8 +37,15 @@ from devstack.emulator.rules import assess_prompt
 from devstack.emulator.tgi import (
     TgiError,
     check_token_budget,
+    count_prompt_tokens,
     generation_payload,
     parse_request,
+)
+from devstack.emulator.vllm import (
+    check_context_length,
+    completions_payload,
+    is_completions_body,
+    parse_completions_request,
 )
 from devstack.emulator.wire import (
     UNREADABLE_BODY,
@@ -46,6 +55,7 @@ from devstack.emulator.wire import (
     json_text,
     sagemaker_error,
     tgi_error,
+    vllm_error,
 )
 
 # The settings types are re-exported so callers can take everything from this module.
@@ -88,13 +98,16 @@ class EmulatorState:
         self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def serve(
-        self, request: web.Request, route: str, endpoint: str | None
+        self, request: web.Request, route: str, endpoint: str | None, *, vllm: bool = False
     ) -> dict[str, object]:
-        """Run one inference request and return TGI's success body, or raise ``Failure``."""
+        """Run one inference request and return the success body, or raise ``Failure``.
+
+        ``vllm``: the body is an OpenAI completions body, answered as vLLM does; else TGI's.
+        """
         self.stats.started(route)
         outcome = "cancelled"
         try:
-            payload, outcome = await self._serve(request, endpoint)
+            payload, outcome = await self._serve(request, endpoint, vllm=vllm)
         except Failure as failure:
             outcome = failure.outcome
             raise
@@ -103,7 +116,7 @@ class EmulatorState:
         return payload
 
     async def _serve(
-        self, request: web.Request, endpoint: str | None
+        self, request: web.Request, endpoint: str | None, *, vllm: bool
     ) -> tuple[dict[str, object], str]:
         if self.faults.down:
             raise Failure("server_error")
@@ -115,7 +128,10 @@ class EmulatorState:
             if fault is not None:
                 self.stats.faults_injected[fault] += 1
                 await self._inject(fault, request)
-            return await self._generate(request, malformed=fault == "invalid_output")
+            malformed = fault == "invalid_output"
+            if vllm:
+                return await self._complete(request, malformed=malformed)
+            return await self._generate(request, malformed=malformed)
 
     @asynccontextmanager
     async def _admission(self) -> AsyncIterator[None]:
@@ -214,6 +230,34 @@ class EmulatorState:
         invalid = malformed or assessment.verdict == "invalid"
         return payload, "invalid_output" if invalid else assessment.verdict
 
+    async def _complete(
+        self, request: web.Request, *, malformed: bool
+    ) -> tuple[dict[str, object], str]:
+        """vLLM's /v1/completions: the same model behind the OpenAI protocol."""
+        try:
+            body = await request.read()
+            completions = parse_completions_request(
+                body, request.content_type, served_models=self.config.served_model_names
+            )
+            prompt_tokens = count_prompt_tokens(completions.prompt)
+            check_context_length(
+                completions, prompt_tokens, max_model_len=self.config.max_total_tokens
+            )
+        except web.HTTPRequestEntityTooLarge as exc:
+            too_large = TgiError(413, "Payload Too Large", "validation")
+            raise Failure("container", too_large) from exc
+        except TgiError as exc:
+            raise Failure("container", exc) from exc
+        await self._pause(self._latency_seconds())
+        assessment = assess_prompt(completions.prompt)
+        broken = self.rng.choice(MALFORMED_ANSWERS) if malformed else None
+        completion = render_completion(assessment, malformed=broken)
+        payload = completions_payload(
+            completions, completion, prompt_tokens=prompt_tokens, model=self.config.model_id
+        )
+        invalid = malformed or assessment.verdict == "invalid"
+        return payload, "invalid_output" if invalid else assessment.verdict
+
     def _latency_seconds(self) -> float:
         jitter = self.config.latency_jitter_ms
         extra = self.rng.uniform(0.0, jitter) if jitter > 0 else 0.0
@@ -239,6 +283,7 @@ def build_app(config: EmulatorConfig, *, faults: FaultPlan | None = None) -> web
     app[EMULATOR_KEY] = EmulatorState(config, faults)
     app.router.add_post("/endpoints/{name}/invocations", _invocations)
     app.router.add_post("/generate", _generate)
+    app.router.add_post("/v1/completions", _completions)
     app.router.add_get("/health", _health)
     app.router.add_get("/ping", _health)
     app.router.add_get("/info", _info)
@@ -252,17 +297,24 @@ def build_app(config: EmulatorConfig, *, faults: FaultPlan | None = None) -> web
 async def _invocations(request: web.Request) -> web.Response:
     # Auth headers (SigV4) and optional X-Amzn-SageMaker-* headers are accepted and ignored.
     endpoint = request.match_info["name"]
+    # An OpenAI completions body makes this an LMI (vLLM) endpoint; anything else is TGI's.
     try:
-        payload = await request.app[EMULATOR_KEY].serve(request, "invocations", endpoint)
+        vllm = is_completions_body(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        vllm = False  # TGI's route answers it as the container would
+    try:
+        payload = await request.app[EMULATOR_KEY].serve(request, "invocations", endpoint, vllm=vllm)
     except Failure as failure:
         if failure.kind == "unreadable_response":
             return _unreadable_response()
-        return _sagemaker_error_response(sagemaker_error(failure, endpoint))
+        return _sagemaker_error_response(sagemaker_error(failure, endpoint, vllm=vllm))
     headers = {
         "x-amzn-RequestId": str(uuid.uuid4()),
         "x-Amzn-Invoked-Production-Variant": "AllTraffic",
     }
-    return web.json_response([payload], headers=headers, dumps=json_text)
+    # LMI answers the OpenAI object as it is; TGI's JumpStart container, a list of one.
+    body: object = payload if vllm else [payload]
+    return web.json_response(body, headers=headers, dumps=json_text)
 
 
 async def _generate(request: web.Request) -> web.Response:
@@ -274,6 +326,28 @@ async def _generate(request: web.Request) -> web.Response:
         error = tgi_error(failure)
         return web.json_response(error.body(), status=error.status, dumps=json_text)
     return web.json_response(payload, dumps=json_text)
+
+
+async def _completions(request: web.Request) -> web.Response:
+    # Authorization (an API key) is accepted and ignored, as by vLLM started without --api-key.
+    try:
+        payload = await request.app[EMULATOR_KEY].serve(request, "completions", None, vllm=True)
+    except Failure as failure:
+        if failure.kind == "unreadable_response":
+            return _unreadable_response()
+        error = vllm_error(failure, await _requested_model(request))
+        return web.json_response(error.body(), status=error.status, dumps=json_text)
+    return web.json_response(payload, dumps=json_text)
+
+
+async def _requested_model(request: web.Request) -> str | None:
+    """The ``model`` a completions request named, for vLLM's "does not exist" message."""
+    try:
+        document = json.loads(await request.read())
+    except (ValueError, web.HTTPRequestEntityTooLarge):
+        return None
+    model = document.get("model") if isinstance(document, dict) else None
+    return model if isinstance(model, str) else None
 
 
 def _unreadable_response() -> web.Response:

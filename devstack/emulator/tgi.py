@@ -2,8 +2,11 @@
 
 Pure (no I/O). Checks follow TGI's router (``validation.rs``) in its order and words, and its
 errors are TGI's JSON ``{"error": ..., "error_type": ...}``. Sampling parameters that pass the
-checks are accepted but change nothing: the emulator always answers greedily. Token counts are an
-estimate, ``ceil(len(inputs) / 4)``, not a tokenizer.
+checks are accepted but change nothing: the emulator always answers greedily. Token counts
+(``count_prompt_tokens``) are exact for prompts of the Llama 3 tokenizer's formats
+(llama-guard-2, -3, -3-1b) when the ``tokens`` extra is installed, as a server with the model's
+tokenizer counts, the begin-of-text token included; otherwise (llama-guard-1, or without the
+extra) an estimate, ``ceil(len(inputs) / 4)``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from devstack.emulator.completion import Completion
+from worker.tokenizer import load_llama3_tokenizer
 
 # TGI caps an unset max_new_tokens at this many tokens per scheduling round.
 DEFAULT_GENERATION_LENGTH = 1024
@@ -44,7 +48,7 @@ class TgiError(Exception):
         self.error_type = error_type
         self.outcome = outcome
 
-    def body(self) -> dict[str, str]:
+    def body(self) -> dict[str, object]:
         """TGI's error body."""
         return {"error": self.message, "error_type": self.error_type}
 
@@ -76,8 +80,32 @@ class GenerateRequest:
 
 
 def estimate_tokens(text: str) -> int:
-    """The emulator's token count for a prompt: one token per four characters, rounded up."""
+    """The emulator's token estimate for a prompt: one token per four characters, rounded up."""
     return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+_LLAMA3_PROMPT_STARTS = ("<|start_header_id|>", "<|begin_of_text|>")
+# llama-guard-2 shares llama-guard-1's [INST] wrapper; its instruction, at the very end of the
+# prompt, is the difference.
+_LLAMA_GUARD_2_ENDING = "Provide your safety assessment for ONLY THE LAST "
+_INSTRUCTION_TAIL_CHARS = 400
+
+
+def _uses_llama3_tokenizer(prompt: str) -> bool:
+    if prompt.startswith(_LLAMA3_PROMPT_STARTS):
+        return True
+    return (
+        prompt.startswith("[INST]") and _LLAMA_GUARD_2_ENDING in prompt[-_INSTRUCTION_TAIL_CHARS:]
+    )
+
+
+def count_prompt_tokens(prompt: str) -> int:
+    """The prompt's tokens as the server counts them: exact for Llama 3 prompts when possible."""
+    tokenizer = load_llama3_tokenizer() if _uses_llama3_tokenizer(prompt) else None
+    if tokenizer is None:
+        return estimate_tokens(prompt)
+    begin_of_text = 0 if prompt.startswith("<|begin_of_text|>") else 1
+    return tokenizer.count(prompt) + begin_of_text
 
 
 def parse_request(body: bytes, content_type: str, *, max_top_n_tokens: int) -> GenerateRequest:
@@ -107,7 +135,7 @@ def parse_request(body: bytes, content_type: str, *, max_top_n_tokens: int) -> G
 
 def check_token_budget(request: GenerateRequest, *, max_total_tokens: int) -> int:
     """The number of new tokens allowed, or the 422 TGI gives a prompt that is too long."""
-    input_tokens = estimate_tokens(request.inputs)
+    input_tokens = count_prompt_tokens(request.inputs)
     max_new_tokens = request.max_new_tokens
     if max_new_tokens is None:
         max_new_tokens = min(max(max_total_tokens - input_tokens, 0), DEFAULT_GENERATION_LENGTH)

@@ -1,11 +1,12 @@
-"""How each failure looks on the wire, per route: SageMaker runtime errors and TGI errors.
+"""How each failure looks on the wire, per route: SageMaker runtime, TGI and vLLM errors.
 
 Pure (no I/O). A request that fails raises ``Failure`` inside the server; the route then renders
 it. SageMaker errors follow the ``sagemaker-runtime`` service model (rest-json): status from
 the model, header ``x-amzn-ErrorType: <Code>``, JSON body with ``Message`` (botocore reads
 ``message`` or ``Message``) plus the modelled members of ``ModelError``. An error of the TGI
 container behind SageMaker becomes ``ModelError`` (424) whose ``OriginalStatusCode`` is the
-container's status and ``OriginalMessage`` the container's JSON body, as the real service does.
+container's status and ``OriginalMessage`` the container's JSON body, as the real service does;
+the container is TGI or, for an OpenAI completions body (an LMI endpoint), vLLM.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from devstack.emulator.tgi import TgiError
+from devstack.emulator.vllm import VllmError, unknown_model
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -39,6 +41,13 @@ GENERATION_FAILURE = TgiError(
     "Request failed during generation: Server error: CUDA out of memory. "
     "Tried to allocate 2.00 GiB",
     "generation",
+    outcome="model_error",
+)
+# The same fault in vLLM: its engine died during generation.
+VLLM_GENERATION_FAILURE = VllmError(
+    500,
+    "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+    "InternalServerError",
     outcome="model_error",
 )
 # The model_error fault is reported by SageMaker with this original status.
@@ -103,8 +112,11 @@ _TGI_ERRORS: dict[FailureKind, TgiError] = {
 }
 
 
-def sagemaker_error(failure: Failure, endpoint: str) -> SageMakerError:
-    """The SageMaker runtime's answer to ``failure`` on ``/endpoints/{endpoint}/invocations``."""
+def sagemaker_error(failure: Failure, endpoint: str, *, vllm: bool = False) -> SageMakerError:
+    """The SageMaker runtime's answer to ``failure`` on ``/endpoints/{endpoint}/invocations``.
+
+    ``vllm``: the body was an OpenAI completions body, so the container is vLLM (LMI).
+    """
     plain = _PLAIN_SAGEMAKER_ERRORS.get(failure.kind)
     if plain is not None:
         code, status, message = plain
@@ -116,9 +128,8 @@ def sagemaker_error(failure: Failure, endpoint: str) -> SageMakerError:
             message=f"Endpoint {endpoint} of account {ACCOUNT_ID} not found.",
         )
     if failure.kind == "model_error":
-        return model_error(
-            GENERATION_FAILURE, endpoint, original_status=MODEL_ERROR_ORIGINAL_STATUS
-        )
+        crash = VLLM_GENERATION_FAILURE if vllm else GENERATION_FAILURE
+        return model_error(crash, endpoint, original_status=MODEL_ERROR_ORIGINAL_STATUS)
     container = failure.container
     if container is None:
         raise ValueError(f"failure kind {failure.kind!r} needs a container error")
@@ -155,6 +166,34 @@ def tgi_error(failure: Failure) -> TgiError:
     if known is not None:
         return known
     return TgiError(404, "Not Found", "not_found", outcome=failure.outcome)
+
+
+_VLLM_ERRORS: dict[FailureKind, VllmError] = {
+    # vLLM queues rather than refusing; a 429 comes from the gateway in front of it.
+    "throttled": VllmError(
+        429, "Too many requests: the server is at capacity", "RateLimitError", outcome="throttled"
+    ),
+    "not_ready": VllmError(
+        503, "The model is still loading", "ServiceUnavailableError", outcome="not_ready"
+    ),
+    "server_error": VllmError(
+        503, "Service Unavailable", "ServiceUnavailableError", outcome="server_error"
+    ),
+    "internal_failure": VllmError(
+        500, "Internal Server Error", "InternalServerError", outcome="internal_failure"
+    ),
+    "model_error": VLLM_GENERATION_FAILURE,
+}
+
+
+def vllm_error(failure: Failure, model: str | None) -> VllmError:
+    """vLLM's answer to ``failure`` on ``/v1/completions``; "not found" is an unknown model."""
+    if isinstance(failure.container, VllmError):
+        return failure.container
+    known = _VLLM_ERRORS.get(failure.kind)
+    if known is not None:
+        return known
+    return unknown_model(model)
 
 
 def json_text(document: object) -> str:

@@ -1,4 +1,4 @@
-"""A tiny HTTP endpoint for adapter tests: answers both model routes with a set status and body.
+"""A tiny HTTP endpoint for adapter tests: answers the model routes with a set status and body.
 
 Used where the emulator has no fault for the answer wanted (a given error wording, a 401) and to
 see the headers a request arrived with.
@@ -49,6 +49,7 @@ async def run_stub_endpoint() -> AsyncIterator[StubEndpoint]:
     stub = StubEndpoint()
     app = web.Application()
     app.router.add_post("/generate", stub.handle)
+    app.router.add_post("/v1/completions", stub.handle)
     app.router.add_post("/endpoints/{name}/invocations", stub.handle)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()

@@ -22,6 +22,7 @@ from worker.core.errors import (
 )
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
+from worker.core.protocols import TgiProtocol
 from worker.core.taxonomy import PromptFormat, default_taxonomy
 from worker.ports import Classifier
 
@@ -54,7 +55,7 @@ async def make_classifier(
                 )
             )
             yield lambda parameters: SageMakerClassifier(
-                aws.sagemaker_runtime, ENDPOINT, parameters
+                aws.sagemaker_runtime, ENDPOINT, TgiProtocol(parameters)
             )
         else:
             session = await stack.enter_async_context(
@@ -143,7 +144,7 @@ async def test_unreachable_endpoint_becomes_endpoint_unavailable(
         aiohttp.ClientSession() as session,
     ):
         for classifier in (
-            SageMakerClassifier(aws.sagemaker_runtime, ENDPOINT, DEFAULT_PARAMETERS),
+            SageMakerClassifier(aws.sagemaker_runtime, ENDPOINT, TgiProtocol(DEFAULT_PARAMETERS)),
             TgiClassifier(session, closed, DEFAULT_PARAMETERS),
         ):
             with pytest.raises(EndpointUnavailable):
@@ -169,7 +170,9 @@ async def test_sagemaker_unknown_endpoint_is_a_rejection(
     async with run_emulator(config) as emulator:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", emulator.url)
         async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as aws:
-            classifier = SageMakerClassifier(aws.sagemaker_runtime, "missing", DEFAULT_PARAMETERS)
+            classifier = SageMakerClassifier(
+                aws.sagemaker_runtime, "missing", TgiProtocol(DEFAULT_PARAMETERS)
+            )
             with pytest.raises(EndpointRejected):
                 await classifier.classify(prompt_for("hello"))
 
@@ -183,7 +186,7 @@ async def test_sagemaker_routing_options_are_sent_as_invoke_endpoint_parameters(
         classifier = SageMakerClassifier(
             aws.sagemaker_runtime,
             ENDPOINT,
-            DEFAULT_PARAMETERS,
+            TgiProtocol(DEFAULT_PARAMETERS),
             target_variant="AllTraffic",
             inference_component="llama-guard-component",
             custom_attributes="tenant=acme",

@@ -26,6 +26,7 @@ from worker.core.errors import (
     UnreadableResponse,
 )
 from worker.core.prompt import DEFAULT_PARAMETERS
+from worker.core.protocols import TgiProtocol
 from worker.ports import Classifier
 
 if TYPE_CHECKING:
@@ -78,7 +79,9 @@ class OpenClassifier:
             return
         self._monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url)
         async with open_aws_clients(services=SAGEMAKER_ONLY, session=self._aws_session) as aws:
-            yield SageMakerClassifier(aws.sagemaker_runtime, ENDPOINT, DEFAULT_PARAMETERS)
+            yield SageMakerClassifier(
+                aws.sagemaker_runtime, ENDPOINT, TgiProtocol(DEFAULT_PARAMETERS)
+            )
 
 
 async def refusal(classifier: Classifier) -> ClassifierError:

@@ -42,6 +42,16 @@ def test_check_local_prints_an_unsafe_verdict_with_categories_for_a_crime_reques
     assert {"code": "O3", "name": "Criminal Planning"} in verdict["categories"]
 
 
+def test_check_local_speaks_the_openai_protocol_when_the_backend_is_openai() -> None:
+    environment = cli_environment({"MODERATION_BACKEND": "openai"})
+
+    verdict = _verdict(run_cli(Invocation(["check", CRIME, "--local"], environment=environment)))
+
+    assert verdict["model"]["backend"] == "openai"
+    assert verdict["verdict"] == "unsafe"
+    assert 0.5 < verdict["score"] <= 1.0
+
+
 def test_check_role_assistant_with_context_assesses_the_assistant_turn(tmp_path: Path) -> None:
     context = tmp_path / "context.json"
     context.write_text(

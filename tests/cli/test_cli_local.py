@@ -68,6 +68,8 @@ def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CliResult]:
         "samples": ["local"],
         "input": ["local", "--input", str(path)],
         "missing_input": ["local", "--input", str(path.with_name("absent.jsonl"))],
+        "openai": ["local", "--backend", "openai", "--input", str(path)],
+        "sagemaker_openai": ["local", "--sagemaker-protocol", "openai", "--input", str(path)],
     }
     return run_cli_many(
         {
@@ -143,3 +145,16 @@ def test_local_with_a_missing_input_file_is_a_one_line_usage_error(
     assert result.returncode == 2
     assert len(result.stderr_lines) == 1, result.err
     assert "absent.jsonl" in result.stderr_lines[0]
+
+
+@pytest.mark.parametrize("run", ["openai", "sagemaker_openai"])
+def test_local_with_the_openai_protocol_moderates_every_message_of_the_file(
+    demo_runs: dict[str, CliResult], run: str
+) -> None:
+    """``--backend openai`` (vLLM's route) and ``--sagemaker-protocol openai`` (LMI) both work."""
+    demo = _demo(demo_runs[run])
+
+    assert set(demo.verdicts) == {body["id"] for body in MY_BODIES}
+    assert demo.verdicts["mine-2"] == ("unsafe", "unsafe")
+    assert demo.verdicts["mine-1"] == ("safe", "safe")
+    assert re.search(r"\b3 sent\b.*\b3 verdicts published\b", demo.text), demo.text

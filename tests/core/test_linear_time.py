@@ -25,6 +25,7 @@ from worker.core.models import Turn
 from worker.core.prompt import neutralize, plan_prompts, prepare_conversation, split_into_chunks
 from worker.core.response import decode_generation
 from worker.core.taxonomy import PromptFormat, default_taxonomy
+from worker.tokenizer import load_llama3_tokenizer
 
 SMALL = 50_000
 LARGE = 4 * SMALL
@@ -77,8 +78,10 @@ def _best_of_interleaved_runs(small: Callable[[], object], large: Callable[[], o
     return best_large / best_small
 
 
-def _assert_linear(make: Callable[[int], Input], step: Callable[[Input], object]) -> None:
-    small_input, large_input = make(SMALL), make(LARGE)
+def _assert_linear(
+    make: Callable[[int], Input], step: Callable[[Input], object], *, small: int = SMALL
+) -> None:
+    small_input, large_input = make(small), make(4 * small)
     ratio = _best_of_interleaved_runs(lambda: step(small_input), lambda: step(large_input))
     assert ratio < MAX_RATIO, f"4x the input took {ratio:.1f}x the time: not linear"
 
@@ -99,6 +102,40 @@ def _plan_with_every_shrink(text: str) -> None:
 @pytest.mark.parametrize("shape", HOSTILE_SHAPES.values(), ids=HOSTILE_SHAPES.keys())
 def test_planning_with_every_budget_shrink_is_linear(shape: Callable[[int], str]) -> None:
     _assert_linear(shape, _plan_with_every_shrink)
+
+
+LG3 = PromptFormat.LLAMA_GUARD_3
+# The token budgets the pipeline tries for a Llama 3 format: the default, then three shrinks.
+SHRINKING_TOKEN_BUDGETS = (4_064, 3_048, 2_286, 1_714)
+# Tokenising costs more per character than the character measure: fewer shapes (those that
+# stress the tokenizer's runs and the chunker), a quarter of the size.
+TOKEN_SHAPES: dict[str, Callable[[int], str]] = {
+    "bracket_then_spaces": HOSTILE_SHAPES["bracket_then_spaces"],
+    "many_markers": HOSTILE_SHAPES["many_markers"],
+    "no_whitespace": HOSTILE_SHAPES["no_whitespace"],
+    "only_whitespace_around_a_word": HOSTILE_SHAPES["only_whitespace_around_a_word"],
+    # These are several tokens a character: half as many characters.
+    "cjk_without_spaces": lambda n: "今天天气很好我们去公园散步吧" * (n // 28),
+    "emoji": lambda n: "🙂👍🏽" * (n // 6),
+}
+TOKEN_SMALL = SMALL // 4
+
+
+def _plan_in_tokens_with_every_shrink(text: str) -> None:
+    tokenizer = load_llama3_tokenizer()
+    assert tokenizer is not None
+    conversation = prepare_conversation(
+        [Turn("assistant", "earlier turn " + text), Turn("user", text)]
+    )
+    for budget in SHRINKING_TOKEN_BUDGETS:
+        plan_prompts(conversation, LG3, default_taxonomy(LG3), budget, measure=tokenizer.measure())
+
+
+@pytest.mark.parametrize("shape", TOKEN_SHAPES.values(), ids=TOKEN_SHAPES.keys())
+def test_planning_in_tokens_with_every_budget_shrink_is_linear(
+    shape: Callable[[int], str],
+) -> None:
+    _assert_linear(shape, _plan_in_tokens_with_every_shrink, small=TOKEN_SMALL)
 
 
 @pytest.mark.parametrize(("chunk_chars", "overlap_chars"), [(9_000, 200), (100, 50)])

@@ -617,7 +617,7 @@ def test_as_many_chunks_as_allowed_are_planned() -> None:
 
 @pytest.mark.parametrize(
     ("budget", "overlap", "message"),
-    [(0, 0, "max_prompt_chars must be positive"), (10_000, -1, "must not be negative")],
+    [(0, 0, "max_prompt_size must be positive"), (10_000, -1, "must not be negative")],
 )
 def test_plan_rejects_nonsense_arguments(budget: int, overlap: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -22,17 +22,32 @@ VLLM_INPUT = (
     "This model's maximum context length is 2048 tokens. However, your request has 2100 input "
     "tokens. Please reduce the length of the input messages."
 )
+# Newer vLLM (vllm/renderers/params.py), after tokenising and before (a character pre-check).
+VLLM_PASSED_TOKENS = (
+    "You passed 4100 input tokens and requested 32 output tokens. However, the model's context "
+    "length is only 4096 tokens, resulting in a maximum input length of 4064 tokens. Please "
+    "reduce the length of the input prompt."
+)
+VLLM_PASSED_CHARACTERS = (
+    "You passed 30000 input characters and requested 32 output tokens. However, the model's "
+    "context length is only 4096 tokens, resulting in a maximum input length of 4064 tokens "
+    "(at most 24384 characters). Please reduce the length of the input prompt."
+)
 TOO_LONG_WORDINGS = {
     "tgi-total": TGI_TOTAL,
     "tgi-inputs": TGI_INPUTS,
     "vllm-requested": VLLM_REQUESTED,
     "vllm-input": VLLM_INPUT,
+    "vllm-passed-tokens": VLLM_PASSED_TOKENS,
+    "vllm-passed-characters": VLLM_PASSED_CHARACTERS,
 }
 OTHER_REJECTIONS = {
     "tgi-temperature": "Input validation error: `temperature` must be strictly positive",
     "tgi-top-n": "Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 50",
     "tgi-max-new-tokens": "Input validation error: `max_new_tokens` must be <= 1024. Given: 2048",
     "sagemaker-not-found": "Endpoint llama-guard of account 123456789012 not found.",
+    "vllm-unknown-model": "The model `llama-guard` does not exist.",
+    "vllm-logprobs": "Requested sample logprobs of 25, which is greater than max allowed: 20",
     "empty": "",
 }
 
@@ -66,7 +81,13 @@ def _seconds_to_scan(message: str) -> float:
 
 @pytest.mark.parametrize(
     "unit",
-    ["`inputs` tokens + ", "`inputs` must have less than 9", "maximum context length is 9", " "],
+    [
+        "`inputs` tokens + ",
+        "`inputs` must have less than 9",
+        "maximum context length is 9",
+        "the model's context length is only 9",
+        " ",
+    ],
 )
 def test_detection_is_linear_in_the_message(unit: str) -> None:
     """Four times the text takes about four times the work, not sixteen (a ratio, no limit)."""

@@ -42,7 +42,7 @@ def test_vector_renders_byte_exactly(vector: dict[str, Any]) -> None:
 def test_vector_fits_one_prompt_unchanged_under_a_generous_budget(vector: dict[str, Any]) -> None:
     fmt = PromptFormat(vector["format"])
 
-    plan = plan_prompts(_turns(vector), fmt, default_taxonomy(fmt), max_prompt_chars=100_000)
+    plan = plan_prompts(_turns(vector), fmt, default_taxonomy(fmt), max_prompt_size=100_000)
 
     assert [prompt.text for prompt in plan.prompts] == [vector["expected_prompt"]]
     assert not plan.context_truncated

@@ -3,6 +3,11 @@
 Each test enqueues messages on a real SQS queue (moto's server), runs the production worker built
 by ``open_worker`` in burst mode, and reads what came out: the subscriber queues of the safe and
 unsafe topics, the dead-letter queue, and the source queue's own counters.
+
+Here the model is a SageMaker endpoint sent TGI's body. The same tests run again with the OpenAI
+completions protocol, through the SageMaker route (an LMI endpoint) and over HTTP (vLLM), in
+``test_worker_end_to_end_sagemaker_openai.py`` and ``test_worker_end_to_end_http_openai.py``:
+each overrides ``model_route`` (separate modules, so the parallel run spreads them).
 """
 
 from __future__ import annotations
@@ -11,20 +16,21 @@ import asyncio
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from worker_harness import (
     AWS_TRACE_HEADER,
-    ENDPOINT_NAME,
     RUN_TIMEOUT,
     SAFE_TEXT,
+    SAGEMAKER_TGI,
     TIMESTAMP_PATTERN,
     TRACEPARENT,
     UNSAFE_TEXT,
     VERDICT_KEYS,
+    ModelRoute,
     QueueDepth,
     body_of,
     dead_letters,
@@ -56,18 +62,33 @@ LONG_POLL = {"receive_wait_seconds": 1}
 OUTAGE_WINDOW = 1.5
 
 
+PointModel = Callable[[str], None]
+
+
 @pytest.fixture
-def model(monkeypatch: pytest.MonkeyPatch, emulator: RunningEmulator) -> RunningEmulator:
-    """The default emulator, reached by the worker through the SageMaker runtime route."""
-    point_model_at(monkeypatch, emulator.url)
+def model_route() -> ModelRoute:
+    """How the worker reaches the model in this module: SageMaker, TGI's body."""
+    return SAGEMAKER_TGI
+
+
+@pytest.fixture
+def point_model(monkeypatch: pytest.MonkeyPatch, model_route: ModelRoute) -> PointModel:
+    """Point the worker at an emulator's URL by this module's route."""
+    return lambda url: point_model_at(monkeypatch, url, model_route)
+
+
+@pytest.fixture
+def model(point_model: PointModel, emulator: RunningEmulator) -> RunningEmulator:
+    """The default emulator, reached by the worker by this module's route."""
+    point_model(emulator.url)
     return emulator
 
 
 @pytest.fixture
-async def slow_model(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningEmulator]:
+async def slow_model(point_model: PointModel) -> AsyncIterator[RunningEmulator]:
     """An emulator that takes 50 ms per answer, so concurrent requests overlap."""
     async with run_emulator(EmulatorConfig(latency_ms=50)) as running:
-        point_model_at(monkeypatch, running.url)
+        point_model(running.url)
         yield running
 
 
@@ -75,7 +96,10 @@ async def slow_model(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningEm
 
 
 async def test_a_safe_message_gets_a_complete_verdict_on_the_safe_topic(
-    sqs_client: SQSClient, local_resources: LocalResources, model: RunningEmulator
+    sqs_client: SQSClient,
+    local_resources: LocalResources,
+    model: RunningEmulator,
+    model_route: ModelRoute,
 ) -> None:
     attributes = {"tenant": "acme", "label": "日本語 ✓", "nested": {"list": [1, None], "ok": True}}
     await send(
@@ -107,8 +131,7 @@ async def test_a_safe_message_gets_a_complete_verdict_on_the_safe_topic(
     assert 0.0 <= verdict["score"] < 0.5
     assert verdict["assessed_role"] == "user"
     assert verdict["model"] == {
-        "backend": "sagemaker",
-        "endpoint": ENDPOINT_NAME,
+        **model_route.model_ref(model.url),
         "prompt_format": "llama-guard-1",
     }
     assert verdict["flags"] == []
@@ -579,14 +602,14 @@ async def test_while_the_endpoint_circuit_is_open_nothing_is_received_and_only_p
 
 @pytest.mark.slow
 async def test_a_slow_message_stays_invisible_while_it_is_worked_on(
-    monkeypatch: pytest.MonkeyPatch, aws_clients: AwsClients
+    point_model: PointModel, aws_clients: AwsClients
 ) -> None:
     # The model takes longer than the visibility timeout: only the heartbeat keeps it hidden.
     resources = await provision(
         aws_clients.sqs, aws_clients.sns, prefix="heartbeat", visibility_timeout=2
     )
     async with run_emulator(EmulatorConfig(latency_ms=2500)) as slow:
-        point_model_at(monkeypatch, slow.url)
+        point_model(slow.url)
         await send(aws_clients.sqs, resources.queue_url, {"id": "slow-1", "content": SAFE_TEXT})
 
         stats = await run_worker(
@@ -601,7 +624,7 @@ async def test_a_slow_message_stays_invisible_while_it_is_worked_on(
 
 @pytest.mark.slow
 async def test_a_received_message_is_hidden_for_the_configured_visibility_timeout(
-    monkeypatch: pytest.MonkeyPatch, aws_clients: AwsClients
+    point_model: PointModel, aws_clients: AwsClients
 ) -> None:
     # The queue's own default (1 s) is shorter than MODERATION_VISIBILITY_TIMEOUT (6 s), whose
     # first heartbeat comes at 2 s: only receiving with the setting keeps the message hidden.
@@ -610,7 +633,7 @@ async def test_a_received_message_is_hidden_for_the_configured_visibility_timeou
         aws_clients.sqs, aws_clients.sns, prefix="short-default", visibility_timeout=1
     )
     async with run_emulator(EmulatorConfig(latency_ms=1500)) as slow:
-        point_model_at(monkeypatch, slow.url)
+        point_model(slow.url)
         await send(aws_clients.sqs, resources.queue_url, {"id": "slow-2", "content": SAFE_TEXT})
 
         stats = await run_worker(
@@ -624,7 +647,7 @@ async def test_a_received_message_is_hidden_for_the_configured_visibility_timeou
 
 
 async def test_a_prompt_over_the_token_budget_is_repeated_with_older_turns_dropped(
-    monkeypatch: pytest.MonkeyPatch, sqs_client: SQSClient, local_resources: LocalResources
+    point_model: PointModel, sqs_client: SQSClient, local_resources: LocalResources
 ) -> None:
     filler = "Tell me more about the weather and the garden this spring. " * 5
     conversation = [
@@ -633,7 +656,7 @@ async def test_a_prompt_over_the_token_budget_is_repeated_with_older_turns_dropp
     ]
     conversation.append({"role": "user", "content": UNSAFE_TEXT})
     async with run_emulator(EmulatorConfig(max_total_tokens=2048)) as small:
-        point_model_at(monkeypatch, small.url)
+        point_model(small.url)
         await send(
             sqs_client, local_resources.queue_url, {"id": "long-1", "messages": conversation}
         )
@@ -648,13 +671,17 @@ async def test_a_prompt_over_the_token_budget_is_repeated_with_older_turns_dropp
 
 
 async def test_a_request_the_endpoint_rejects_is_released_never_dead_lettered(
-    monkeypatch: pytest.MonkeyPatch, sqs_client: SQSClient, local_resources: LocalResources
+    point_model: PointModel, sqs_client: SQSClient, local_resources: LocalResources
 ) -> None:
     body = json.dumps({"id": "rejected-1", "content": SAFE_TEXT})
-    # SageMaker answers ValidationError ("Endpoint ... not found") for any other endpoint name:
-    # the deployment's fault, not the message's (see tests/e2e/test_worker_endpoint_redeploy.py).
-    async with run_emulator(EmulatorConfig(endpoint_names=frozenset({"another"}))) as strict:
-        point_model_at(monkeypatch, strict.url)
+    # SageMaker answers ValidationError ("Endpoint ... not found") for any other endpoint name,
+    # vLLM 404 ("The model ... does not exist") for any other model name: the deployment's
+    # fault, not the message's (see tests/e2e/test_worker_endpoint_redeploy.py).
+    others = frozenset({"another"})
+    async with run_emulator(
+        EmulatorConfig(endpoint_names=others, served_model_names=others)
+    ) as strict:
+        point_model(strict.url)
         await send(sqs_client, local_resources.queue_url, body)
 
         stats = await run_worker(worker_settings(local_resources))

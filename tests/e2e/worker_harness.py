@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import pytest
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from worker.runner import RunStats
 
 ENDPOINT_NAME: Final = "llama-guard-e2e"
+# The model name an OpenAI-compatible server is asked for (vLLM's --served-model-name).
+SERVED_MODEL: Final = "llama-guard"
 TRACEPARENT: Final = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 AWS_TRACE_HEADER: Final = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 # Seconds before a released message comes back (the shortest the runner sets): a burst run's
@@ -68,13 +70,61 @@ VERDICT_KEYS: Final = frozenset(
 TIMESTAMP_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
 
-def point_model_at(monkeypatch: pytest.MonkeyPatch, emulator_url: str) -> None:
-    """Send the worker's sagemaker-runtime client to the emulator (SQS and SNS stay on moto)."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", emulator_url)
+@dataclass(frozen=True)
+class ModelRoute:
+    """How the worker reaches the model: a transport and the protocol of the body it sends."""
+
+    transport: Literal["sagemaker", "http"]
+    protocol: Literal["tgi", "openai"]
+
+    @property
+    def id(self) -> str:
+        return f"{self.transport}-{self.protocol}"
+
+    def environment(self, emulator_url: str) -> dict[str, str]:
+        """The variables that point the worker at an emulator by this route."""
+        if self.transport == "sagemaker":
+            return {
+                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": emulator_url,
+                "MODERATION_BACKEND": "sagemaker",
+                "MODERATION_ENDPOINT_NAME": ENDPOINT_NAME,
+                "MODERATION_SAGEMAKER_PROTOCOL": self.protocol,
+            }
+        if self.protocol == "tgi":
+            return {"MODERATION_BACKEND": "tgi", "MODERATION_TGI_URL": emulator_url}
+        return {
+            "MODERATION_BACKEND": "openai",
+            "MODERATION_OPENAI_URL": emulator_url,
+            "MODERATION_OPENAI_MODEL": SERVED_MODEL,
+        }
+
+    def model_ref(self, emulator_url: str) -> dict[str, str]:
+        """The verdict's ``model`` without the prompt format."""
+        if self.transport == "sagemaker":
+            return {"backend": "sagemaker", "endpoint": ENDPOINT_NAME}
+        return {"backend": self.protocol, "endpoint": emulator_url}
+
+
+SAGEMAKER_TGI: Final = ModelRoute("sagemaker", "tgi")
+SAGEMAKER_OPENAI: Final = ModelRoute("sagemaker", "openai")
+HTTP_OPENAI: Final = ModelRoute("http", "openai")
+
+
+def point_model_at(
+    monkeypatch: pytest.MonkeyPatch, emulator_url: str, route: ModelRoute = SAGEMAKER_TGI
+) -> None:
+    """Point the worker's model settings at the emulator by ``route`` (SQS and SNS stay on moto).
+
+    The settings come from the environment, so ``worker_settings`` picks them up.
+    """
+    for name, value in route.environment(emulator_url).items():
+        monkeypatch.setenv(name, value)
 
 
 def worker_settings(resources: LocalResources, **overrides: Any) -> Settings:
     """Settings for a fast run against ``resources``: few retries, short delays, short polls.
+
+    The model is wherever ``point_model_at`` pointed the environment.
 
     ``receive_wait_seconds`` is 0: a burst run then ends on its first empty receive instead of
     after a one-second long poll per test (moto answers a short poll exactly, unlike SQS's
@@ -86,8 +136,6 @@ def worker_settings(resources: LocalResources, **overrides: Any) -> Settings:
         "safe_topic_arn": resources.safe_topic_arn,
         "unsafe_topic_arn": resources.unsafe_topic_arn,
         "dead_letter_queue_url": resources.dead_letter_queue_url,
-        "backend": "sagemaker",
-        "endpoint_name": ENDPOINT_NAME,
         "metrics_port": 0,
         "receive_wait_seconds": 0,
         "visibility_timeout": 30,

@@ -27,6 +27,7 @@ from worker.backpressure import EndpointGuard, GuardPolicy
 from worker.core.errors import EndpointRejected, PromptTooLong
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
+from worker.core.protocols import TgiProtocol
 from worker.core.taxonomy import PromptFormat, default_taxonomy
 from worker.pipeline import Ack, DeadLetter, ModerationPolicy, Moderator, RetryLater
 from worker.ports import ReceivedMessage
@@ -79,7 +80,9 @@ async def aws(
 @pytest.fixture
 def make_guard(aws: AwsClients) -> MakeGuard:
     def make(threshold: int = 5, probe_interval: float = 0.01) -> EndpointGuard:
-        classifier = SageMakerClassifier(aws.sagemaker_runtime, ENDPOINT, DEFAULT_PARAMETERS)
+        classifier = SageMakerClassifier(
+            aws.sagemaker_runtime, ENDPOINT, TgiProtocol(DEFAULT_PARAMETERS)
+        )
         policy = GuardPolicy(failure_threshold=threshold, probe_interval=probe_interval)
         return EndpointGuard(classifier, policy, PROBE)
 
@@ -194,7 +197,9 @@ async def test_prompt_too_long_does_not_count_towards_the_circuit(
     async with run_emulator(EmulatorConfig(max_total_tokens=1000)) as small:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", small.url)
         async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as aws:
-            classifier = SageMakerClassifier(aws.sagemaker_runtime, ENDPOINT, DEFAULT_PARAMETERS)
+            classifier = SageMakerClassifier(
+                aws.sagemaker_runtime, ENDPOINT, TgiProtocol(DEFAULT_PARAMETERS)
+            )
             guard = EndpointGuard(classifier, GuardPolicy(failure_threshold=1), PROBE)
             with pytest.raises(PromptTooLong):
                 await guard.classify(LONG_PROMPT)
@@ -208,7 +213,9 @@ async def test_a_prompt_still_too_long_after_shrinking_is_the_only_rejection_dea
     async with run_emulator(EmulatorConfig(max_total_tokens=1000)) as small:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", small.url)
         async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as aws:
-            classifier = SageMakerClassifier(aws.sagemaker_runtime, ENDPOINT, DEFAULT_PARAMETERS)
+            classifier = SageMakerClassifier(
+                aws.sagemaker_runtime, ENDPOINT, TgiProtocol(DEFAULT_PARAMETERS)
+            )
             guard = EndpointGuard(classifier, GuardPolicy(), PROBE)
             outcome = await moderator(guard).handle(received("Hello " * 200))
 

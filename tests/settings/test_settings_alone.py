@@ -37,12 +37,17 @@ ALONE: Final[dict[str, str]] = {
     "MODERATION_INFERENCE_COMPONENT": "llama-guard-component",
     "MODERATION_CUSTOM_ATTRIBUTES": "tenant=acme",
     "MODERATION_TGI_URL": "https://user:secret@tgi.internal:8080",
+    "MODERATION_SAGEMAKER_PROTOCOL": "openai",
+    "MODERATION_OPENAI_URL": "https://user:secret@vllm.internal:8000/v1",
+    "MODERATION_OPENAI_MODEL": "meta-llama/Llama-Guard-3-8B",
+    "MODERATION_OPENAI_API_KEY": "sk-local-test-key",
     "MODERATION_REQUEST_TIMEOUT": "15",
     "MODERATION_PROMPT_FORMAT": "llama-guard-3",
     "MODERATION_TAXONOMY_FILE": TAXONOMY_FILE,  # written to a temporary directory
     "MODERATION_UNSAFE_THRESHOLD": "0.7",
     "MODERATION_MODEL_PARAMETERS": '{"max_new_tokens": 16}',
     "MODERATION_MAX_PROMPT_CHARS": "6000",
+    "MODERATION_MAX_PROMPT_TOKENS": "2000",
     "MODERATION_MAX_CONVERSATION_CHARS": "50000",
     "MODERATION_MAX_IN_FLIGHT": "8",
     "MODERATION_VISIBILITY_TIMEOUT": "20",  # below the retry deadline's old fixed default

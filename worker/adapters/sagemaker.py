@@ -1,15 +1,19 @@
-"""The SageMaker backend: ``invoke_endpoint`` on a real-time endpoint serving Llama Guard."""
+"""The SageMaker transport: ``invoke_endpoint`` on a real-time endpoint serving Llama Guard.
+
+The body is the configured protocol's: TGI's for a JumpStart TGI endpoint, the OpenAI
+completions body for an LMI (vLLM) endpoint. Errors are translated in ``worker.adapters.aws``
+whatever the protocol: a container's own answer arrives as ``ModelError`` with its status and
+body.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.adapters.aws import AWS_ERRORS, classifier_error_from
 from worker.core.models import Completion
-from worker.core.prompt import build_request_body
-from worker.core.response import decode_generation
+from worker.core.protocols import RequestProtocol
 
 if TYPE_CHECKING:
     from types_aiobotocore_sagemaker_runtime import SageMakerRuntimeClient
@@ -24,7 +28,7 @@ class SageMakerClassifier:
         self,
         client: SageMakerRuntimeClient,
         endpoint_name: str,
-        parameters: Mapping[str, Any],
+        protocol: RequestProtocol,
         *,
         target_variant: str | None = None,
         inference_component: str | None = None,
@@ -32,7 +36,7 @@ class SageMakerClassifier:
     ) -> None:
         self._client = client
         self._endpoint_name = endpoint_name
-        self._parameters = dict(parameters)
+        self._protocol = protocol
         self._routing: dict[str, str] = {}
         if target_variant:
             self._routing["TargetVariant"] = target_variant
@@ -46,7 +50,7 @@ class SageMakerClassifier:
         return self._endpoint_name
 
     async def classify(self, prompt: str) -> Completion:
-        body = json.dumps(build_request_body(prompt, self._parameters), ensure_ascii=False)
+        body = json.dumps(self._protocol.request_body(prompt), ensure_ascii=False)
         try:
             response = await self._client.invoke_endpoint(
                 EndpointName=self._endpoint_name,
@@ -59,4 +63,4 @@ class SageMakerClassifier:
                 payload = await stream.read()
         except AWS_ERRORS as exc:
             raise classifier_error_from(exc) from exc
-        return decode_generation(payload, prompt)
+        return self._protocol.decode(payload, prompt)

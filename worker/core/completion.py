@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from worker.core.taxonomy import Taxonomy, code_prefix, normalize_code
 
@@ -162,9 +162,13 @@ _Kind = Literal["unsafe", "safe"]
 
 
 def unsafe_probability(details: object) -> float | None:
-    """P(unsafe) at the verdict token from TGI ``details``; None when it cannot be known.
+    """P(unsafe) at the verdict token from the answer's log-probabilities; None when unknown.
 
-    The verdict token is the first generated token that is neither special nor whitespace
+    ``details`` is what the server sent: TGI's ``details`` (``tokens`` are objects, alternatives
+    in ``top_tokens``) or OpenAI's ``logprobs`` (``tokens`` are strings, their log-probabilities
+    in ``token_logprobs``, alternatives in ``top_logprobs`` as ``{text: logprob}`` objects, with
+    -inf sent as -9999.0). The rules are the same for both:
+    the verdict token is the first generated token that is neither special nor whitespace
     (Llama Guard 3 emits "\\n\\n" first). From the top tokens there: e^u / (e^u + e^s) with the
     best ``unsafe``-like and ``safe``-like candidates; when only one kind is listed, or only the
     chosen token is known, its own probability p gives p (unsafe) or 1 - p (safe). A chosen token
@@ -175,6 +179,8 @@ def unsafe_probability(details: object) -> float | None:
     tokens = details.get("tokens")
     if not isinstance(tokens, list):
         return None
+    if tokens and isinstance(tokens[0], str):
+        return _openai_unsafe_probability(details, tokens)
     position = _verdict_position(tokens)
     if position is None:
         return None
@@ -182,6 +188,30 @@ def unsafe_probability(details: object) -> float | None:
     if score is None:
         score = _score_from_candidates([tokens[position]])
     return score
+
+
+def _openai_unsafe_probability(logprobs: Mapping[str, Any], tokens: list[Any]) -> float | None:
+    """The same score from OpenAI's ``logprobs`` (parallel lists, one entry per position)."""
+    position = next(
+        (index for index, text in enumerate(tokens) if not isinstance(text, str) or text.strip()),
+        None,
+    )
+    if position is None or not isinstance(tokens[position], str):
+        return None
+    score = None
+    alternatives = _at(logprobs.get("top_logprobs"), position)
+    if isinstance(alternatives, Mapping):
+        score = _score_from_candidates(
+            [{"text": text, "logprob": logprob} for text, logprob in alternatives.items()]
+        )
+    if score is None:
+        logprob = _at(logprobs.get("token_logprobs"), position)
+        score = _score_from_candidates([{"text": tokens[position], "logprob": logprob}])
+    return score
+
+
+def _at(values: object, position: int) -> object:
+    return values[position] if isinstance(values, list) and position < len(values) else None
 
 
 def _verdict_position(tokens: Sequence[object]) -> int | None:

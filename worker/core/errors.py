@@ -130,6 +130,10 @@ _TOO_LONG_WORDINGS: Final = (
     # vLLM (OpenAI-compatible): "This model's maximum context length is 4096 tokens. However,
     # you requested 5000 tokens (...)" and the newer "... However, your request has 5000 ..."
     re.compile(r"maximum context length is \d+ tokens", re.IGNORECASE),
+    # newer vLLM (vllm/renderers/params.py): "You passed 5000 input tokens and requested 32 output
+    # tokens. However, the model's context length is only 4096 tokens, resulting in ..." (and
+    # the same with "input characters" when it refuses before tokenising).
+    re.compile(r"the model's context length is only \d+ tokens", re.IGNORECASE),
 )
 
 

@@ -19,7 +19,11 @@ class Turn:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """What the model generated for one prompt, with TGI's token ``details`` when returned."""
+    """What the model generated for one prompt, with its token log-probabilities when returned.
+
+    ``details`` is kept in the server's own shape: TGI's ``details`` object or the OpenAI
+    completions ``logprobs`` object (``completion.unsafe_probability`` reads both).
+    """
 
     generated_text: str
     details: Mapping[str, Any] | None = None

@@ -7,13 +7,14 @@ it), so ``$x``, ``{x}`` and ``%s`` stay literal. No begin-of-text token is rende
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from worker.core.errors import ConfigurationError, PromptTooLong
 from worker.core.models import Role, Turn
 from worker.core.taxonomy import PromptFormat, Taxonomy, render_categories
+from worker.core.tokens import CHARACTERS, PromptMeasure
 
 _LABELS: dict[Role, str] = {"user": "User", "assistant": "Agent"}
 
@@ -185,17 +186,23 @@ def render_prompt(
     )
 
 
-# --- prompt budget -----------------------------------------------------------------------------
+# --- prompt budget ---------------------------------------------------------------------------
 
 # When the assessed message must be chunked, at most this share of the room left for turns goes
 # to context (the most recent turns that fit); the rest is the chunk size. Context helps the
 # verdict, but the assessed text is what must be covered, so it gets most of the room.
 CONTEXT_SHARE_WHEN_CHUNKING = 0.25
 
+#: The formats whose model reads prompts with the Llama 3 tokenizer (counted exactly in tokens
+#: when it is installed); llama-guard-1 reads them with Llama 2's.
+LLAMA3_TOKENIZER_FORMATS = frozenset(
+    {PromptFormat.LLAMA_GUARD_2, PromptFormat.LLAMA_GUARD_3, PromptFormat.LLAMA_GUARD_3_1B}
+)
+
 
 @dataclass(frozen=True)
 class PromptPlan:
-    """The prompts that together moderate one conversation within the character budget."""
+    """The prompts that together moderate one conversation within the budget."""
 
     prompts: tuple[RenderedPrompt, ...]
     context_truncated: bool
@@ -204,22 +211,31 @@ class PromptPlan:
 
 def fixed_prompt_chars(fmt: PromptFormat, taxonomy: Taxonomy, role: Role) -> int:
     """Characters of a prompt whose only turn, of ``role``, is empty: what no content shrinks."""
-    return _fixed_chars(fmt, render_categories(taxonomy, fmt), role)
+    return _fixed_size(fmt, render_categories(taxonomy, fmt), role, CHARACTERS)
 
 
-def _fixed_chars(fmt: PromptFormat, categories: str, role: Role) -> int:
-    return len(_wrap(fmt, _LABELS[role], categories, _turn_text(Turn(role, ""))))
+def _fixed_size(fmt: PromptFormat, categories: str, role: Role, measure: PromptMeasure) -> int:
+    """The template with an empty turn, what the server adds, and the content's two seams."""
+    template = _wrap(fmt, _LABELS[role], categories, _turn_text(Turn(role, "")))
+    return measure.size(template) + measure.server_added + 2 * measure.slack
 
 
-def _recent_context(context: Sequence[Turn], room: int) -> list[Turn]:
+def _turn_size(turn: Turn, measure: PromptMeasure) -> int:
+    if measure.unit == "characters":
+        return _turn_chars(turn)  # without building the text
+    return measure.size(_turn_text(turn)) + measure.slack
+
+
+def _recent_context(context: Sequence[Turn], room: int, measure: PromptMeasure) -> list[Turn]:
     """The most recent context turns whose rendered size fits in ``room``, oldest first.
 
-    Stops at the first turn that does not fit, so the kept context has no gaps.
+    Stops at the first turn that does not fit, so the kept context has no gaps (and no older
+    turn is ever measured).
     """
     kept: list[Turn] = []
     used = 0
     for turn in reversed(context):
-        size = _turn_chars(turn)
+        size = _turn_size(turn, measure)
         if used + size > room:
             break
         kept.append(turn)
@@ -232,19 +248,23 @@ def plan_prompts(
     conversation: Sequence[Turn] | PreparedConversation,
     fmt: PromptFormat,
     taxonomy: Taxonomy,
-    max_prompt_chars: int,
-    chunk_overlap_chars: int = 200,
+    max_prompt_size: int,
+    chunk_overlap: int | None = None,
     *,
     max_prompts: int | None = None,
+    measure: PromptMeasure = CHARACTERS,
 ) -> PromptPlan:
-    """Fit the conversation into prompts of at most ``max_prompt_chars`` characters each.
+    """Fit the conversation into prompts of at most ``max_prompt_size`` units each.
 
-    Characters stand in for tokens (a conservative proxy). In order:
+    ``measure`` says what a unit is: characters (a conservative stand-in for tokens) or the
+    model's tokens, the begin-of-text token the server adds included. Every piece is measured
+    once, never the whole prompt again, so planning is linear in the conversation. In order:
     1. the whole conversation fits: one prompt;
     2. the assessed (last) turn fits: drop the oldest context turns until the rest fits;
     3. otherwise chunk the assessed content: the most recent context turns that fit into
        ``CONTEXT_SHARE_WHEN_CHUNKING`` of the room are kept, the rest of the room is the chunk
-       size, and every chunk is rendered with that same context.
+       size, and every chunk is rendered with that same context. Chunks overlap by
+       ``chunk_overlap`` units (by default the measure's: 200 characters or 50 tokens).
     Raises ``PromptTooLong`` when the template and categories alone leave no room for content,
     or when chunking would take more than ``max_prompts`` prompts (checked before any is
     rendered: a budget close to the template would otherwise render thousands of copies of it).
@@ -253,30 +273,39 @@ def plan_prompts(
     prepared = _prepared(conversation)
     if not prepared.turns:
         raise ValueError("cannot plan prompts without turns")
-    if max_prompt_chars < 1:
-        raise ValueError(f"max_prompt_chars must be positive, not {max_prompt_chars}")
-    if chunk_overlap_chars < 0:
-        raise ValueError(f"chunk_overlap_chars must not be negative, not {chunk_overlap_chars}")
+    if max_prompt_size < 1:
+        raise ValueError(f"max_prompt_size must be positive, not {max_prompt_size}")
+    overlap = measure.default_overlap if chunk_overlap is None else chunk_overlap
+    if overlap < 0:
+        raise ValueError(f"chunk_overlap must not be negative, not {overlap}")
     neutralized = prepared.neutralized
     categories = render_categories(taxonomy, fmt)
     *context, assessed = prepared.turns
-    fixed = _fixed_chars(fmt, categories, assessed.role)
-    room = max_prompt_chars - fixed
+    fixed = _fixed_size(fmt, categories, assessed.role, measure)
+    room = max_prompt_size - fixed
     if room < 0 or (room == 0 and assessed.content):
         raise PromptTooLong(
-            f"the {fmt} template with its categories takes {fixed} characters, which leaves no"
-            f" room for the message within the budget of {max_prompt_chars} characters"
+            f"the {fmt} template with its categories takes {fixed} {measure.unit}, which leaves"
+            f" no room for the message within the budget of {max_prompt_size} {measure.unit}"
         )
-    if room >= len(assessed.content):
-        kept = _recent_context(context, room - len(assessed.content))
+    content_size = measure.size(assessed.content)
+    if room >= content_size:
+        kept = _recent_context(context, room - content_size, measure)
         prompt = _render_prepared([*kept, assessed], fmt, categories, neutralized)
         return PromptPlan((prompt,), context_truncated=len(kept) < len(context), chunked=False)
-    kept = _recent_context(context, int(room * CONTEXT_SHARE_WHEN_CHUNKING))
-    chunk_chars = room - sum(_turn_chars(turn) for turn in kept)
-    chunks = split_into_chunks(assessed.content, chunk_chars, chunk_overlap_chars)
+    kept = _recent_context(context, int(room * CONTEXT_SHARE_WHEN_CHUNKING), measure)
+    # A chunk cut out of the whole text may count a little more on its own, at its two ends.
+    chunk_size = room - sum(_turn_size(turn, measure) for turn in kept) - 2 * measure.slack
+    if chunk_size < 1:
+        raise PromptTooLong(
+            f"the budget of {max_prompt_size} {measure.unit} leaves no room for a chunk of the"
+            " message"
+        )
+    starts = None if measure.unit == "characters" else measure.unit_starts(assessed.content)
+    chunks = split_into_chunks(assessed.content, chunk_size, overlap, unit_starts=starts)
     if max_prompts is not None and len(chunks) > max_prompts:
         raise PromptTooLong(
-            f"moderating this message within a budget of {max_prompt_chars} characters would"
+            f"moderating this message within a budget of {max_prompt_size} {measure.unit} would"
             f" take {len(chunks)} model calls, more than {max_prompts}"
         )
     prompts = tuple(
@@ -286,44 +315,61 @@ def plan_prompts(
     return PromptPlan(prompts, context_truncated=len(kept) < len(context), chunked=True)
 
 
-def split_into_chunks(text: str, chunk_chars: int, overlap_chars: int) -> list[str]:
-    """Split ``text`` into stripped pieces of at most ``chunk_chars`` characters that overlap.
+def split_into_chunks(
+    text: str,
+    chunk_chars: int,
+    overlap_chars: int,
+    *,
+    unit_starts: Sequence[int] | None = None,
+) -> list[str]:
+    """Split ``text`` into stripped pieces of at most ``chunk_chars`` units that overlap.
 
-    A piece ends after the last whitespace in the second half of its window when there is one,
-    and the next piece starts at a word start within the last ``overlap_chars`` characters, so
-    words are rarely cut. The overlap is capped at half a chunk so every piece moves forward.
+    A unit is a character, or, with ``unit_starts`` (the character offset at which each unit
+    starts, ascending from 0), a token: pieces are then cut only where a token starts. A piece
+    ends after the last unit ending in whitespace in the second half of its window when there
+    is one, and the next piece starts at a word start within the last ``overlap_chars`` units,
+    so words are rarely cut. The overlap is capped at half a chunk so every piece moves forward.
     Whitespace-only pieces are left out.
     """
     if chunk_chars < 1:
         raise ValueError(f"chunk_chars must be positive, not {chunk_chars}")
+    starts: Sequence[int] = range(len(text)) if unit_starts is None else unit_starts
+    units = len(starts)
+
+    def offset(unit: int) -> int:
+        return starts[unit] if unit < units else len(text)
+
     overlap = min(max(overlap_chars, 0), chunk_chars // 2)
     chunks: list[str] = []
     start = 0
     while True:
-        end = min(start + chunk_chars, len(text))
-        if end < len(text):
-            end = _cut_after_whitespace(text, start + max(overlap + 1, chunk_chars // 2), end)
-        piece = text[start:end].strip()
+        end = min(start + chunk_chars, units)
+        if end < units:
+            lowest = start + max(overlap + 1, chunk_chars // 2)
+            end = _cut_after_whitespace(text, offset, lowest, end)
+        piece = text[offset(start) : offset(end)].strip()
         if piece:
             chunks.append(piece)
-        if end >= len(text):
+        if end >= units:
             return chunks
-        start = _word_start(text, end - overlap, end)
+        start = _word_start(text, offset, end - overlap, end)
 
 
-def _cut_after_whitespace(text: str, lowest: int, end: int) -> int:
-    """The position after the last whitespace in ``text[lowest:end]``, else ``end``."""
-    for index in range(end - 1, lowest - 1, -1):
-        if text[index].isspace():
-            return index + 1
+def _cut_after_whitespace(text: str, offset: Callable[[int], int], lowest: int, end: int) -> int:
+    """The unit after the last one in ``[lowest, end)`` that ends in whitespace, else ``end``."""
+    for unit in range(end - 1, lowest - 1, -1):
+        last_char = offset(unit + 1) - 1
+        if last_char >= 0 and text[last_char].isspace():
+            return unit + 1
     return end
 
 
-def _word_start(text: str, lowest: int, end: int) -> int:
-    """The first position in ``[lowest, end)`` that starts a word, else ``lowest``."""
-    for index in range(lowest, end):
-        if not text[index].isspace() and (index == 0 or text[index - 1].isspace()):
-            return index
+def _word_start(text: str, offset: Callable[[int], int], lowest: int, end: int) -> int:
+    """The first unit in ``[lowest, end)`` that starts a word, else ``lowest``."""
+    for unit in range(lowest, end):
+        position = offset(unit)
+        if not text[position].isspace() and (position == 0 or text[position - 1].isspace()):
+            return unit
     return lowest
 
 

@@ -14,6 +14,9 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, field_serializer
 
 SCHEMA: Literal["moderation.verdict.v1"] = "moderation.verdict.v1"
+#: Where the model runs: a SageMaker endpoint (TGI or OpenAI body), a TGI server, or an
+#: OpenAI-compatible completions server such as vLLM.
+BackendName = Literal["sagemaker", "tgi", "openai"]
 # SNS's limit for one message, and for all the messages of one PublishBatch together: the body
 # plus every message attribute's name, data type and value, in UTF-8 bytes.
 SNS_MAX_MESSAGE_BYTES: Final = 262_144
@@ -47,7 +50,7 @@ class ModelRef(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    backend: Literal["sagemaker", "tgi"]
+    backend: BackendName
     endpoint: str
     prompt_format: str
 

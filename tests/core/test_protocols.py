@@ -1,0 +1,160 @@
+"""The request protocols: the bodies they write, the answers they read, the errors they quote."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.core.errors import ConfigurationError, UnreadableResponse
+from worker.core.prompt import DEFAULT_PARAMETERS, build_request_body
+from worker.core.protocols import (
+    OpenAICompletionsProtocol,
+    TgiProtocol,
+    decode_openai_completion,
+    read_error_message,
+)
+
+PROMPT = "<|start_header_id|>user<|end_header_id|>\n\nTask: ...<|eot_id|>"
+LOGPROBS = {
+    "text_offset": [0],
+    "token_logprobs": [-0.01],
+    "tokens": ["safe"],
+    "top_logprobs": [{"safe": -0.01, "unsafe": -4.6}],
+}
+
+
+def completion_body(text: object = "safe", logprobs: object = LOGPROBS) -> str:
+    return json.dumps({"choices": [{"index": 0, "text": text, "logprobs": logprobs}]})
+
+
+def test_the_openai_body_is_greedy_with_five_alternatives_and_the_prompt_as_given() -> None:
+    body = OpenAICompletionsProtocol("llama-guard").request_body(PROMPT)
+
+    assert body == {
+        "model": "llama-guard",
+        "prompt": PROMPT,
+        "max_tokens": 32,
+        "temperature": 0,
+        "logprobs": 5,
+    }
+
+
+def test_without_a_model_name_the_body_has_no_model_field() -> None:
+    body = OpenAICompletionsProtocol(None).request_body(PROMPT)
+
+    assert "model" not in body
+
+
+def test_max_tokens_and_logprobs_can_be_changed_and_logprobs_removed() -> None:
+    protocol = OpenAICompletionsProtocol("m", {"max_tokens": 8, "logprobs": None})
+
+    assert protocol.request_body("p") == {
+        "model": "m",
+        "prompt": "p",
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["temperature", "top_p", "top_k", "echo", "n", "truncate_prompt_tokens", "max_new_tokens"],
+)
+def test_any_other_generation_field_is_refused_by_name(key: str) -> None:
+    with pytest.raises(ConfigurationError, match=repr(key)):
+        OpenAICompletionsProtocol("m", {key: 1})
+
+
+def test_max_tokens_cannot_be_removed() -> None:
+    with pytest.raises(ConfigurationError, match="max_tokens"):
+        OpenAICompletionsProtocol("m", {"max_tokens": None})
+
+
+def test_the_tgi_protocol_writes_the_same_body_as_before() -> None:
+    protocol = TgiProtocol(DEFAULT_PARAMETERS)
+
+    assert protocol.request_body(PROMPT) == build_request_body(PROMPT, DEFAULT_PARAMETERS)
+    assert protocol.http_path == "/generate"
+
+
+def test_the_tgi_protocol_refuses_sampling_parameters() -> None:
+    with pytest.raises(ConfigurationError, match="temperature"):
+        TgiProtocol({**DEFAULT_PARAMETERS, "temperature": 0.5})
+
+
+def test_a_completion_is_the_first_choice_text_with_its_logprobs() -> None:
+    completion = decode_openai_completion(completion_body())
+
+    assert completion.generated_text == "safe"
+    assert completion.details == LOGPROBS
+
+
+def test_a_completion_without_logprobs_has_no_details() -> None:
+    assert decode_openai_completion(completion_body(logprobs=None)).details is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"\xff\xfe",
+        json.dumps([{"text": "safe"}]).encode(),
+        json.dumps({"choices": "safe"}).encode(),
+        json.dumps({"choices": []}).encode(),
+        json.dumps({"choices": [{"text": "a"}, {"text": "b"}]}).encode(),
+        completion_body(text=None).encode(),
+        json.dumps({"error": {"message": "boom"}}).encode(),
+    ],
+    ids=[
+        "not-json",
+        "not-utf8",
+        "a-list",
+        "choices-not-a-list",
+        "no-choice",
+        "two-choices",
+        "no-text",
+        "an-error-object",
+    ],
+)
+def test_any_other_answer_is_unreadable(payload: bytes) -> None:
+    with pytest.raises(UnreadableResponse):
+        decode_openai_completion(payload)
+
+
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_decoding_any_bytes_gives_a_completion_or_unreadable_never_another_error(
+    payload: bytes,
+) -> None:
+    with contextlib.suppress(UnreadableResponse):
+        decode_openai_completion(payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (
+            b'{"error": "Input validation error", "error_type": "validation"}',
+            "Input validation error",
+        ),
+        (b'{"object": "error", "message": "too long", "type": "x", "code": 400}', "too long"),
+        (
+            b'{"error": {"message": "too long", "type": "x", "param": null, "code": 400}}',
+            "too long",
+        ),
+        (b"<html>Bad Gateway</html>", "<html>Bad Gateway</html>"),
+        (b'{"detail": "Not Found"}', "{'detail': 'Not Found'}"),
+    ],
+    ids=["tgi", "vllm-old", "vllm-new", "not-json", "other-json"],
+)
+def test_the_error_message_is_read_from_every_servers_shape(payload: bytes, message: str) -> None:
+    assert read_error_message(payload) == message
+
+
+def test_an_error_message_is_cut_to_500_characters() -> None:
+    payload = json.dumps({"error": {"message": "x" * 2000}})
+
+    assert read_error_message(payload) == "x" * 500
