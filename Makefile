@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck chaos hostile soak bench bench-short localstack lock clean
+.PHONY: demo test coverage-html mutate lint typecheck chaos hostile soak bench bench-short localstack lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,18 +17,40 @@ demo: $(STAMP)
 	$(BIN)/moderation-worker local
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker devstack tests bench
-	$(BIN)/ruff format --check worker devstack tests bench
+	$(BIN)/ruff check worker devstack tests bench tools
+	$(BIN)/ruff format --check worker devstack tests bench tools
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict worker devstack tests bench
+	$(BIN)/mypy --strict worker devstack tests bench tools
 
 # Two processes: most tests wait on local servers and subprocesses, so this halves the wall time.
 # Whole files stay on one process, since the chaos modules share one scenario per file.
 # PYTHONPATH: bench/ is not installed (it is no part of the worker's distribution), and its smoke
 # tests (tests/bench) import it from the work tree; run them alone the same way.
+# Branch coverage of worker/ is measured on the way (pytest-cov combines both processes' data);
+# then the delivery-critical modules must each reach the floor in tools/coverage_floor.py.
+# pytest-randomly shuffles the order every run and prints the seed: `-p randomly -p "randomly_seed=N"`
+# is not needed to replay one, `PYTEST_ADDOPTS="-p randomly_seed=N"`... see docs/testing.md.
 test: lint typecheck
-	PYTHONPATH=$(CURDIR) $(BIN)/pytest -n 2 --dist loadfile
+	@rm -f .coverage .coverage.*
+	PYTHONPATH=$(CURDIR) $(BIN)/pytest -n 2 --dist loadfile --cov --cov-report=
+	@mkdir -p build
+	$(BIN)/coverage json -q -o build/coverage.json
+	$(BIN)/python tools/coverage_floor.py build/coverage.json
+
+# The coverage report as HTML (build/coverage-html/index.html), from the last `make test`, or
+# from a fresh run of the suite when there is none.
+coverage-html: $(STAMP)
+	@test -f .coverage || { PYTHONPATH=$(CURDIR) $(BIN)/pytest -n 2 --dist loadfile --cov --cov-report= ; }
+	$(BIN)/coverage html -q -d build/coverage-html
+	@echo "build/coverage-html/index.html"
+
+# Mutation testing (not in CI: minutes per module). mutmut copies the project into mutants/,
+# mutates the modules in [tool.mutmut] paths_to_mutate one change at a time and runs the fast
+# tests in tests_dir against each; `mutmut results` / `mutmut show NAME` list the survivors.
+# MUTATE_PATHS overrides the modules for one run, e.g. MUTATE_PATHS=worker/core/decision.py.
+mutate: $(STAMP)
+	$(BIN)/python tools/mutate.py $(MUTATE_PATHS)
 
 # The long fault-injection run (real worker processes, thousands of messages, a few minutes):
 # prints the figures and rewrites their section of docs/reliability.md. `make test` runs the

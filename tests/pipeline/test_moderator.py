@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,12 +37,6 @@ def received(document: dict[str, Any] | str, *, receive_count: int = 1) -> Recei
         received_at=RECEIVED_AT,
         trace=TraceContext(traceparent=TRACEPARENT),
     )
-
-
-@pytest.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        yield session
 
 
 @pytest.fixture
