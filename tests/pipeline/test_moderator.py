@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
+from support.builders import TRACEPARENT
 
 from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
 from devstack.fakes import InMemorySink
@@ -22,7 +23,6 @@ from worker.ports import ReceivedMessage, TraceContext
 from worker.retrying import RetryingClassifier, RetryPolicy
 
 RECEIVED_AT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 FAST_RETRIES = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02, deadline=5)
 MakeModerator = Callable[..., Moderator]
 

@@ -4,7 +4,8 @@ busy, the drain sparing what is already settling, and receiving held to the gate
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
+from typing import Any
 
 from structlog.testing import capture_logs
 from support.conditions import wait_until
@@ -16,7 +17,7 @@ from worker.ports import ReceivedMessage
 from worker.runner import Runner, Stage
 
 
-def events(logs: list[dict[str, object]], name: str) -> list[dict[str, object]]:
+def events(logs: Sequence[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == name]
 
 

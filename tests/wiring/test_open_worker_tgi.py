@@ -40,7 +40,7 @@ async def test_the_tgi_backend_moderates_from_the_queue_to_the_topics(
         safe_topic_arn=local_resources.safe_topic_arn,
         unsafe_topic_arn=local_resources.unsafe_topic_arn,
         backend="tgi",
-        tgi_url=emulator.url,  # type: ignore[arg-type]  # pydantic parses the string
+        tgi_url=emulator.url,
         metrics_port=0,
         receive_wait_seconds=0,
     )
