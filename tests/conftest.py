@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 from aiobotocore.session import AioSession, get_session
 
@@ -123,3 +124,10 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 
     async with run_emulator(EmulatorConfig()) as running:
         yield running
+
+
+@pytest.fixture
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One aiohttp session per test, as the worker shares one (a bound on any broken request)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session

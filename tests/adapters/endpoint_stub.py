@@ -18,13 +18,14 @@ GENERATION = {"generated_text": "safe"}
 
 @dataclass
 class StubEndpoint:
-    """What the stub answers next, and the Authorization header of every request it got."""
+    """What the stub answers next, and the headers of every request it got."""
 
     url: str = ""
     status: int = 200
     body: str = json.dumps(GENERATION)
     headers: dict[str, str] = field(default_factory=dict)
     authorizations: list[str | None] = field(default_factory=list)
+    received_headers: list[dict[str, str]] = field(default_factory=list)
 
     def answer(self, status: int, document: object, **headers: str) -> None:
         """Answer every following request with ``status`` and ``document`` as JSON."""
@@ -35,6 +36,7 @@ class StubEndpoint:
     async def handle(self, request: web.Request) -> web.Response:
         await request.read()
         self.authorizations.append(request.headers.get("Authorization"))
+        self.received_headers.append(dict(request.headers))
         return web.Response(
             status=self.status,
             text=self.body,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from aiohttp import web
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
 
 from worker.adapters.aws import (
     AWS_ERRORS,
@@ -261,14 +261,20 @@ class TestSageMakerErrorsFromTheWire:
     async def test_invalid_request_parameters_are_a_rejection(
         self, stub: SageMakerStub, sagemaker: SageMakerRuntimeClient
     ) -> None:
+        """botocore refuses to build the request (a Body that is neither bytes nor a file):
+        ``ParamValidationError``, nothing sent, our configuration to blame, not the message."""
+        request: dict[str, Any] = {"EndpointName": "guard", "Body": 12345}
         try:
-            await sagemaker.invoke_endpoint(EndpointName="", Body=b"{}")
+            await sagemaker.invoke_endpoint(**request)
         except AWS_ERRORS as exc:
             error: ClassifierError | None = classifier_error_from(exc)
         else:
             error = None
 
         assert type(error) is EndpointRejected
+        assert isinstance(error.__cause__, ParamValidationError)
+        assert str(error).startswith("invalid InvokeEndpoint request:")
+        assert stub.requests == 0
 
 
 class TestSageMakerErrorShapes:

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 import aiohttp
 import pytest
 from aiobotocore.session import AioSession
+from endpoint_stub import run_stub_endpoint
 
 from devstack.emulator import RunningEmulator
 from worker.adapters.aws import SAGEMAKER_ONLY, open_aws_clients
@@ -178,19 +179,25 @@ async def test_sagemaker_unknown_endpoint_is_a_rejection(
 
 
 async def test_sagemaker_routing_options_are_sent_as_invoke_endpoint_parameters(
-    emulator: RunningEmulator, aws_session: AioSession, monkeypatch: pytest.MonkeyPatch
+    aws_session: AioSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # botocore validates parameter names before sending: a wrong one would fail here.
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", emulator.url)
-    async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as aws:
-        classifier = SageMakerClassifier(
-            aws.sagemaker_runtime,
-            ENDPOINT,
-            TgiProtocol(DEFAULT_PARAMETERS),
-            target_variant="AllTraffic",
-            inference_component="llama-guard-component",
-            custom_attributes="tenant=acme",
-        )
-        completion = await classifier.classify(prompt_for("How do I bake a chocolate cake?"))
-    assert parse_completion(completion.generated_text, TAXONOMY).verdict == "safe"
-    assert emulator.stats.by_route["invocations"] == 1
+    """Each option arrives as the header SageMaker routes by (the emulator ignores them, so a
+    stub that records what it received is the witness)."""
+    async with run_stub_endpoint() as stub:
+        stub.answer(200, [{"generated_text": "safe"}])
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", stub.url)
+        async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as aws:
+            classifier = SageMakerClassifier(
+                aws.sagemaker_runtime,
+                ENDPOINT,
+                TgiProtocol(DEFAULT_PARAMETERS),
+                target_variant="AllTraffic",
+                inference_component="llama-guard-component",
+                custom_attributes="tenant=acme",
+            )
+            completion = await classifier.classify(prompt_for("How do I bake a chocolate cake?"))
+    assert completion.generated_text == "safe"
+    [headers] = stub.received_headers
+    assert headers["X-Amzn-SageMaker-Target-Variant"] == "AllTraffic"
+    assert headers["X-Amzn-SageMaker-Inference-Component"] == "llama-guard-component"
+    assert headers["X-Amzn-SageMaker-Custom-Attributes"] == "tenant=acme"

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from support.clocks import ManualClock
 
 from devstack.fakes import InMemorySink, InMemorySource
 from worker.core.errors import SinkError, SourceError
@@ -13,14 +14,6 @@ from worker.core.verdict import ModelRef, Verdict
 from worker.ports import Publication
 
 MOMENT = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def verdict(verdict_id: str, *, unsafe: bool = False) -> Verdict:
@@ -42,7 +35,7 @@ def verdict(verdict_id: str, *, unsafe: bool = False) -> Verdict:
 
 class TestInMemorySource:
     async def test_message_reappears_when_its_visibility_timeout_passes(self) -> None:
-        clock = ManualClock()
+        clock = ManualClock(1_000.0)
         source = InMemorySource(visibility_timeout=30, clock=clock)
         source.send("body")
         await source.receive(10, 0)
@@ -53,7 +46,7 @@ class TestInMemorySource:
         assert again.receive_count == 2
 
     async def test_each_receive_hands_out_a_new_receipt_handle(self) -> None:
-        clock = ManualClock()
+        clock = ManualClock(1_000.0)
         source = InMemorySource(visibility_timeout=30, clock=clock)
         source.send("body")
         [first] = await source.receive(10, 0)

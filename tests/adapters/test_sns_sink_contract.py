@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
+from support.builders import AWS_TRACE_HEADER, TRACEPARENT
 
 from devstack.fakes import InMemorySink
 from worker.adapters.sns import MAX_BATCH, SnsSink, batches, fifo_group_id
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from devstack.moto_stack import LocalResources
 
 Topic = Literal["safe", "unsafe"]
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-AWS_TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 CRIMINAL_PLANNING = CategoryRef(code="O3", name="Criminal Planning")
 GUNS = CategoryRef(code="O2", name="Guns and Illegal Weapons")
 MOMENT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)

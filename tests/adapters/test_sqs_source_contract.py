@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import pytest
 from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
+from support.builders import AWS_TRACE_HEADER, TRACEPARENT
 
 from devstack.fakes import InMemorySource
 from worker.adapters.sqs import FIFO_DEAD_LETTER_GROUP, MAX_ERROR_DETAIL_CHARS, SqsSource
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
     from devstack.moto_stack import LocalResources
 
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-AWS_TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 NO_TRACE = TraceContext()
 # A 64-bit trace id (16 hex digits) where W3C asks for 128 bits (32).
 MALFORMED_TRACEPARENT = "00-4bf92f3577b34da6-00f067aa0ba902b7-01"

@@ -259,7 +259,7 @@ def test_threshold_applies_to_each_chunk_by_its_own_score() -> None:
 
 
 def test_no_assessments_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match=r"^decide\(\) needs at least one assessment$"):
         decide([], threshold=None)
 
 

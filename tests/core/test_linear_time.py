@@ -2,22 +2,20 @@
 
 Each test measures a step on an input and on one four times as large, and asserts on the ratio,
 never on a duration: linear work gives about 4, quadratic work about 16 (the old neutraliser gave
-16 on these shapes). What is measured is this thread's CPU time (``time.thread_time``), so time
-spent waiting for a core on a loaded machine does not count; each size keeps the best of several
-interleaved runs, and the threshold of 8 leaves room for cache effects. The inputs are the shapes
+16 on these shapes). ``support.timing.best_ratio`` measures CPU time, best of interleaved runs;
+the threshold of 8 leaves room for cache effects. The inputs are the shapes
 that froze the worker (issue 6: ``[`` + 95,000 spaces + ``x``, ``<`` + spaces, ``[/`` + tabs)
 and their relatives.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
+from support.timing import best_ratio
 
 from worker.core.completion import parse_completion
 from worker.core.messages import decode_request
@@ -30,7 +28,6 @@ from worker.tokenizer import load_llama3_tokenizer
 SMALL = 50_000
 LARGE = 4 * SMALL
 MAX_RATIO = 8.0
-RUNS = 5
 
 Input = TypeVar("Input")
 
@@ -60,29 +57,11 @@ ISSUE_SHAPES = {
 }
 
 
-def _best_of_interleaved_runs(small: Callable[[], object], large: Callable[[], object]) -> float:
-    """The best CPU time of ``large`` over the best of ``small``, runs alternating."""
-    best_small = best_large = float("inf")
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(RUNS):
-            start = time.thread_time()
-            small()
-            best_small = min(best_small, time.thread_time() - start)
-            start = time.thread_time()
-            large()
-            best_large = min(best_large, time.thread_time() - start)
-    finally:
-        gc.enable()
-    return best_large / best_small
-
-
 def _assert_linear(
     make: Callable[[int], Input], step: Callable[[Input], object], *, small: int = SMALL
 ) -> None:
     small_input, large_input = make(small), make(4 * small)
-    ratio = _best_of_interleaved_runs(lambda: step(small_input), lambda: step(large_input))
+    ratio = best_ratio(lambda: step(small_input), lambda: step(large_input))
     assert ratio < MAX_RATIO, f"4x the input took {ratio:.1f}x the time: not linear"
 
 

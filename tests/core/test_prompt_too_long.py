@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from support.timing import best_ratio
 
 from worker.core.errors import says_prompt_too_long
 
@@ -69,16 +68,6 @@ def test_a_wording_wrapped_in_other_text_is_recognised(message: str) -> None:
     assert says_prompt_too_long(wrapped)
 
 
-def _seconds_to_scan(message: str) -> float:
-    """The fastest of a few scans, so a busy machine's pauses do not count."""
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        says_prompt_too_long(message)
-        timings.append(time.perf_counter() - started)
-    return min(timings)
-
-
 @pytest.mark.parametrize(
     "unit",
     [
@@ -91,6 +80,6 @@ def _seconds_to_scan(message: str) -> float:
 )
 def test_detection_is_linear_in_the_message(unit: str) -> None:
     """Four times the text takes about four times the work, not sixteen (a ratio, no limit)."""
-    small = _seconds_to_scan(unit * 10_000)
-    large = _seconds_to_scan(unit * 40_000)
-    assert large / max(small, 1e-6) < 10
+    small, large = unit * 10_000, unit * 40_000
+    ratio = best_ratio(lambda: says_prompt_too_long(small), lambda: says_prompt_too_long(large))
+    assert ratio < 10, f"4x the text took {ratio:.1f}x the time: not linear"

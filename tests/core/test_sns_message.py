@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from support.builders import TRACEPARENT
+
 from worker.core.verdict import (
     SNS_MAX_MESSAGE_BYTES,
     CategoryRef,
@@ -18,7 +20,6 @@ from worker.core.verdict import (
 )
 
 MOMENT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def make_verdict(**fields: Any) -> Verdict:

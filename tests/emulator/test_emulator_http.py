@@ -436,6 +436,11 @@ async def test_info_describes_the_model_and_token_limits(http: ClientSession) ->
     assert info["max_input_tokens"] == 8191
 
 
-async def test_url_and_port_point_at_the_listening_server(emu: RunningEmulator) -> None:
-    assert emu.port > 0
+async def test_url_and_port_point_at_the_listening_server(
+    emu: RunningEmulator, http: ClientSession
+) -> None:
+    """The advertised URL answers: a request to it reaches this emulator and is counted."""
     assert emu.url == f"http://127.0.0.1:{emu.port}"
+    async with http.post(f"{emu.url}/generate", json={"inputs": prompt_for("hi")}) as response:
+        assert response.status == 200
+    assert emu.stats.by_route["generate"] == 1

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
+from support.builders import TRACEPARENT
 
 from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
 from devstack.fakes import InMemorySink
@@ -22,7 +23,6 @@ from worker.ports import ReceivedMessage, TraceContext
 from worker.retrying import RetryingClassifier, RetryPolicy
 
 RECEIVED_AT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 FAST_RETRIES = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02, deadline=5)
 MakeModerator = Callable[..., Moderator]
 
@@ -37,12 +37,6 @@ def received(document: dict[str, Any] | str, *, receive_count: int = 1) -> Recei
         received_at=RECEIVED_AT,
         trace=TraceContext(traceparent=TRACEPARENT),
     )
-
-
-@pytest.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        yield session
 
 
 @pytest.fixture

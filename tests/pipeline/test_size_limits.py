@@ -67,12 +67,6 @@ async def roomy_model() -> AsyncIterator[RunningEmulator]:
         yield running
 
 
-@pytest.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
 def moderator(
     url: str, session: aiohttp.ClientSession, sink: InMemorySink, taxonomy: Taxonomy
 ) -> Moderator:

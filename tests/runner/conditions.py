@@ -1,18 +1,7 @@
-"""Waiting on a condition in runner tests (never a fixed sleep to let things happen)."""
+"""Kept for the runner tests' old import path; the one home is ``support.conditions``."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
+from support.conditions import CONDITION_TIMEOUT, wait_until
 
-CONDITION_TIMEOUT = 20.0
-
-
-async def wait_until(condition: Callable[[], bool], *, within: float = CONDITION_TIMEOUT) -> None:
-    """Poll ``condition()`` while the event loop keeps running, until it holds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.01)
+__all__ = ["CONDITION_TIMEOUT", "wait_until"]

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 
-from conditions import wait_until
+from support.conditions import wait_until
 from test_runner import ScriptedHandler, ack, config
 
 from devstack.fakes import InMemorySource, SourceCall

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from conditions import wait_until
 from prometheus_client import REGISTRY
+from support.conditions import wait_until
 from test_runner import ScriptedHandler, config
 
 from devstack.fakes import InMemorySource

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-from conditions import wait_until
 from structlog.testing import capture_logs
+from support.conditions import wait_until
 from test_runner import ScriptedHandler, config
 
 from devstack.emulator import RunningEmulator

@@ -1,0 +1,88 @@
+"""The micro-batcher under failure and shutdown (issue 10: paths no test reached)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from worker.batching import MicroBatcher
+
+
+class Refused(Exception):
+    """What the batch call raised."""
+
+
+async def test_a_batch_call_that_raises_fails_every_item_of_the_batch() -> None:
+    """Each waiter gets the error and decides (the runner logs and keeps the message)."""
+
+    async def flush(items: Sequence[int]) -> list[bool]:
+        raise Refused(f"{len(items)} items refused")
+
+    batcher: MicroBatcher[int, bool] = MicroBatcher(flush, max_size=3, linger=0)
+
+    results = await asyncio.gather(
+        *(batcher.submit(item) for item in range(3)), return_exceptions=True
+    )
+
+    assert [str(result) for result in results] == ["3 items refused"] * 3
+    assert all(isinstance(result, Refused) for result in results)
+    assert batcher.backlog == 0
+
+
+async def test_close_waits_for_a_flush_already_under_way() -> None:
+    """Shutdown does not leave a delete half sent: aclose returns after the flush has landed."""
+    release = asyncio.Event()
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[bool]:
+        await release.wait()
+        flushed.append(list(items))
+        return [True] * len(items)
+
+    batcher: MicroBatcher[int, bool] = MicroBatcher(flush, max_size=2, linger=60)
+    submitted = asyncio.gather(batcher.submit(1), batcher.submit(2))
+    for _ in range(5):  # loop turns, not time: the full batch starts its flush at once
+        await asyncio.sleep(0)
+    closing = asyncio.create_task(batcher.aclose())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not closing.done()
+    assert batcher.backlog == 1  # the flush in progress
+
+    release.set()
+    await closing
+
+    assert flushed == [[1, 2]]
+    assert list(await submitted) == [True, True]
+    assert batcher.backlog == 0
+
+
+async def test_close_flushes_what_is_still_lingering() -> None:
+    async def flush(items: Sequence[int]) -> list[int]:
+        return [item * 10 for item in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=10, linger=60)
+    waiting = asyncio.ensure_future(batcher.submit(4))
+    await asyncio.sleep(0)
+    assert batcher.backlog == 1
+
+    await batcher.aclose()
+
+    assert await waiting == 40
+
+
+@pytest.mark.parametrize("max_size", [1, 3])
+async def test_items_are_flushed_in_groups_of_at_most_max_size(max_size: int) -> None:
+    groups: list[int] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        groups.append(len(items))
+        return list(items)
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=max_size, linger=0)
+
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(7))) == list(range(7))
+    assert sum(groups) == 7
+    assert max(groups) == max_size
