@@ -66,9 +66,9 @@ async def test_after_three_shrinks_a_prompt_still_too_long_is_dead_lettered(
     assert outcome.error_code == "prompt_too_long"
     assert tiny_model.stats.by_outcome["prompt_too_long"] == 4
     assert tiny_model.stats.requests == 4
-    budgets = [
-        entry["max_prompt_chars"] for entry in logs if entry["event"] == "prompt_budget_shrunk"
-    ]
+    shrinks = [entry for entry in logs if entry["event"] == "prompt_budget_shrunk"]
+    assert {entry["unit"] for entry in shrinks} == {"characters"}
+    budgets = [entry["max_prompt_size"] for entry in shrinks]
     assert len(budgets) == 3
     assert budgets == sorted(budgets, reverse=True)
 
