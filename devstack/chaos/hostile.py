@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -58,7 +58,12 @@ from devstack.chaos.moto_process import moto_server_process
 from devstack.chaos.proxy import RunningProxy, run_fault_proxy
 from devstack.chaos.report import VerdictCopy, write_section
 from devstack.chaos.scenario import harness_clients, isolated_session, queue_depth, send_all
-from devstack.chaos.workers import WorkerProcess, WorkerTuning, worker_environment
+from devstack.chaos.workers import (
+    PRODUCTION_LIKE,
+    WorkerProcess,
+    WorkerTuning,
+    worker_environment,
+)
 from devstack.emulator import EmulatorConfig, run_emulator
 from devstack.moto_stack import LocalResources, provision, take_messages
 
@@ -80,19 +85,7 @@ OVERSIZED_ID: Final = "oversized-attributes"
 #: The worker as a platform team would run it: production defaults, except the visibility timeout
 #: of the issue's measurements (20 s) and what has to follow from it (the retry deadline below it),
 #: a request timeout and drain that keep the end of the run short.
-HOSTILE_TUNING: Final = WorkerTuning(
-    max_in_flight=64,
-    visibility_timeout=20,
-    retry_attempts=5,
-    retry_deadline=15.0,
-    request_timeout=10.0,
-    release_delay_base=5.0,
-    release_delay_max=300.0,
-    circuit_failure_threshold=5,
-    circuit_probe_interval=5.0,
-    drain_timeout=10.0,
-    receive_wait_seconds=20,
-)
+HOSTILE_TUNING: Final = replace(PRODUCTION_LIKE, visibility_timeout=20, retry_deadline=15.0)
 _TICK_SECONDS: Final = 0.5
 _DRAIN_BATCHES: Final = 50
 _READY_TIMEOUT_SECONDS: Final = 60.0

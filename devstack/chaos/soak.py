@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -37,7 +37,12 @@ from devstack.chaos.corpus import valid_body
 from devstack.chaos.moto_process import moto_server_process
 from devstack.chaos.report import write_section
 from devstack.chaos.scenario import harness_clients, isolated_session, queue_depth, send_all
-from devstack.chaos.workers import WorkerProcess, WorkerTuning, worker_environment
+from devstack.chaos.workers import (
+    PRODUCTION_LIKE,
+    WorkerProcess,
+    WorkerTuning,
+    worker_environment,
+)
 from devstack.emulator import EmulatorConfig, run_emulator
 from devstack.moto_stack import LocalResources, provision
 
@@ -50,18 +55,8 @@ SOAK_SECTION_END: Final = "<!-- soak:end -->"
 MESSAGES_PER_SLOPE_UNIT: Final = 10_000
 _KIB_PER_MB: Final = 1024.0
 #: Production defaults, with a visibility timeout the retry deadline fits under.
-SOAK_TUNING: Final = WorkerTuning(
-    max_in_flight=64,
-    visibility_timeout=30,
-    retry_attempts=5,
-    retry_deadline=20.0,
-    request_timeout=10.0,
-    release_delay_base=5.0,
-    release_delay_max=300.0,
-    circuit_failure_threshold=5,
-    circuit_probe_interval=5.0,
-    drain_timeout=10.0,
-    receive_wait_seconds=5,
+SOAK_TUNING: Final = replace(
+    PRODUCTION_LIKE, visibility_timeout=30, retry_deadline=20.0, receive_wait_seconds=5
 )
 _TICK_SECONDS: Final = 0.2
 _READY_TIMEOUT_SECONDS: Final = 60.0

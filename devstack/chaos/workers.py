@@ -69,6 +69,24 @@ class WorkerTuning:
         return {f"MODERATION_{name}": str(value) for name, value in values.items()}
 
 
+#: The worker's production defaults with short request and drain timeouts, so a long run ends
+#: promptly; the hostile run and the soak differ from it only in the visibility timeout and what
+#: follows from it (the retry deadline below it) and in the long poll.
+PRODUCTION_LIKE: Final = WorkerTuning(
+    max_in_flight=64,
+    visibility_timeout=60,
+    retry_attempts=5,
+    retry_deadline=20.0,
+    request_timeout=10.0,
+    release_delay_base=5.0,
+    release_delay_max=300.0,
+    circuit_failure_threshold=5,
+    circuit_probe_interval=5.0,
+    drain_timeout=10.0,
+    receive_wait_seconds=20,
+)
+
+
 def worker_environment(
     resources: Mapping[str, str], tuning: WorkerTuning, *, queues_url: str, model_url: str
 ) -> dict[str, str]:

@@ -11,11 +11,10 @@ from typing import Any
 
 import aiohttp
 
-from worker.adapters.http import HttpClassifier, http_error, split_credentials
-from worker.core.errors import ClassifierError
-from worker.core.protocols import TgiProtocol, read_error_message
+from worker.adapters.http import HttpClassifier, split_credentials
+from worker.core.protocols import TgiProtocol
 
-__all__ = ["TgiClassifier", "split_credentials", "tgi_error"]
+__all__ = ["TgiClassifier", "split_credentials"]
 
 
 class TgiClassifier(HttpClassifier):
@@ -27,8 +26,3 @@ class TgiClassifier(HttpClassifier):
         super().__init__(
             session, base_url, TgiProtocol(parameters), backend="tgi", server_name="TGI"
         )
-
-
-def tgi_error(status: int, payload: bytes) -> ClassifierError:
-    """Translate a TGI error response into the project's error tree."""
-    return http_error(status, f"TGI answered {status}: {read_error_message(payload)}")
