@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from devstack.emulator.completion import MALFORMED_ANSWERS, render_completion
+from devstack.emulator.completion import MALFORMED_ANSWERS, Completion, render_completion
 from devstack.emulator.config import EmulatorConfig, EmulatorStats, FaultKind, FaultPlan
 from devstack.emulator.rules import assess_prompt
 from devstack.emulator.tgi import (
@@ -212,23 +212,16 @@ class EmulatorState:
             max_new_tokens = check_token_budget(
                 generate, max_total_tokens=self.config.max_total_tokens
             )
-        except web.HTTPRequestEntityTooLarge as exc:
-            too_large = TgiError(413, "Payload Too Large", "validation")
-            raise Failure("container", too_large) from exc
-        except TgiError as exc:
-            raise Failure("container", exc) from exc
-        await self._pause(self._latency_seconds())
-        assessment = assess_prompt(generate.inputs)
-        broken = self.rng.choice(MALFORMED_ANSWERS) if malformed else None
-        completion = render_completion(assessment, malformed=broken)
+        except (web.HTTPRequestEntityTooLarge, TgiError) as exc:
+            raise _container_failure(exc) from exc
+        completion, outcome = await self._answer(generate.inputs, malformed=malformed)
         payload = generation_payload(
             generate,
             completion,
             max_new_tokens=max_new_tokens,
             echo_default=self.config.echo_prompt_by_default,
         )
-        invalid = malformed or assessment.verdict == "invalid"
-        return payload, "invalid_output" if invalid else assessment.verdict
+        return payload, outcome
 
     async def _complete(
         self, request: web.Request, *, malformed: bool
@@ -243,20 +236,22 @@ class EmulatorState:
             check_context_length(
                 completions, prompt_tokens, max_model_len=self.config.max_total_tokens
             )
-        except web.HTTPRequestEntityTooLarge as exc:
-            too_large = TgiError(413, "Payload Too Large", "validation")
-            raise Failure("container", too_large) from exc
-        except TgiError as exc:
-            raise Failure("container", exc) from exc
-        await self._pause(self._latency_seconds())
-        assessment = assess_prompt(completions.prompt)
-        broken = self.rng.choice(MALFORMED_ANSWERS) if malformed else None
-        completion = render_completion(assessment, malformed=broken)
+        except (web.HTTPRequestEntityTooLarge, TgiError) as exc:
+            raise _container_failure(exc) from exc
+        completion, outcome = await self._answer(completions.prompt, malformed=malformed)
         payload = completions_payload(
             completions, completion, prompt_tokens=prompt_tokens, model=self.config.model_id
         )
+        return payload, outcome
+
+    async def _answer(self, prompt: str, *, malformed: bool) -> tuple[Completion, str]:
+        """After the configured latency, the keyword rules' completion and the outcome to count."""
+        await self._pause(self._latency_seconds())
+        assessment = assess_prompt(prompt)
+        broken = self.rng.choice(MALFORMED_ANSWERS) if malformed else None
+        completion = render_completion(assessment, malformed=broken)
         invalid = malformed or assessment.verdict == "invalid"
-        return payload, "invalid_output" if invalid else assessment.verdict
+        return completion, "invalid_output" if invalid else assessment.verdict
 
     def _latency_seconds(self) -> float:
         jitter = self.config.latency_jitter_ms
@@ -469,3 +464,10 @@ async def run_emulator(
     finally:
         app[EMULATOR_KEY].close()
         await runner.cleanup()
+
+
+def _container_failure(exc: web.HTTPRequestEntityTooLarge | TgiError) -> Failure:
+    """A request the model server itself refuses, as the failure the routes answer with."""
+    if isinstance(exc, TgiError):
+        return Failure("container", exc)
+    return Failure("container", TgiError(413, "Payload Too Large", "validation"))
