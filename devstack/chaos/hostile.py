@@ -244,7 +244,8 @@ class HostileRun:
         self._window: tuple[float, float | None] | None = None
 
     async def run(self) -> HostileResult:
-        await self._wait_until_ready()
+        # The worker's poll loop runs before sending, so sending starts the clock on a live worker.
+        await self._worker.wait_until_ready(within=_READY_TIMEOUT_SECONDS, tick=_TICK_SECONDS)
         self._started = time.time()
         self._model.plan.update(endpoint_not_found=True)
         self._window = (self._started, None)
@@ -278,14 +279,6 @@ class HostileRun:
             ended=ended,
             wall_seconds=wall_seconds,
         )
-
-    async def _wait_until_ready(self) -> None:
-        """Until the worker's poll loop runs, so sending starts the clock on a live worker."""
-        deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
-        while not self._worker.ready:
-            if self._worker.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start; see {self._worker.log_path}")
-            await asyncio.sleep(_TICK_SECONDS)
 
     async def _send_wave(self) -> None:
         ordinary = ordinary_messages(0, ORDINARY_MESSAGES)

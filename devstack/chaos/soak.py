@@ -330,7 +330,7 @@ class Soak:
         self.samples: list[RssSample] = []
 
     async def run(self) -> SoakReport:
-        await self._wait_until_ready()
+        await self._worker.wait_until_ready(within=_READY_TIMEOUT_SECONDS, tick=_TICK_SECONDS)
         started = time.monotonic()
         deadline = started + self._config.deadline_seconds
         self._sample()  # before any message: the worker's size at rest
@@ -360,13 +360,6 @@ class Soak:
             max_growth_mb=self._config.max_growth_mb,
             worker_events={name: events[name] for name in _REPORTED_EVENTS if events[name]},
         )
-
-    async def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
-        while not self._worker.ready:
-            if self._worker.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start; see {self._worker.log_path}")
-            await asyncio.sleep(_TICK_SECONDS)
 
     def _next_sample_at(self) -> int:
         every = self._config.sample_every

@@ -143,6 +143,14 @@ class WorkerProcess:
             self._ready = any(event.get("event") == "worker_started" for event in self.log())
         return self._ready
 
+    async def wait_until_ready(self, *, within: float, tick: float = 0.2) -> None:
+        """Until its poll loop runs; raises when it exits first or takes over ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while not self.ready:
+            if self.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start; see {self.log_path}")
+            await asyncio.sleep(tick)
+
     @property
     def exited_unexpectedly(self) -> bool:
         """It ended on its own, before anyone stopped it."""
