@@ -29,14 +29,17 @@ def fresh_text(n: int) -> str:
 
 
 def texts(count: int, *, repeat_share: float = 0.0, seed: int = 0) -> list[str]:
-    """``count`` texts in send order; about ``repeat_share`` of them repeat an earlier one."""
+    """``count`` texts in send order; ``repeat_share`` of them (rounded) repeat an earlier one,
+    at random places, so the distinct texts are exactly the rest: the floor of endpoint calls."""
     if not 0.0 <= repeat_share < 1.0:
         raise ValueError("repeat_share must be within [0, 1)")
     rng = random.Random(seed)  # noqa: S311 - a reproducible stream, not security
+    repeats = min(round(count * repeat_share), max(count - 1, 0))
+    repeating = set(rng.sample(range(1, count), repeats)) if repeats else set()
     chosen: list[str] = []
     fresh = 0
-    for _ in range(count):
-        if chosen and rng.random() < repeat_share:
+    for position in range(count):
+        if position in repeating:
             chosen.append(rng.choice(chosen))
         else:
             chosen.append(fresh_text(fresh))

@@ -245,6 +245,7 @@ async def open_worker(
         batching = BatchingSink(
             SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn),
             linger=settings.publish_linger,
+            unsafe_linger=settings.unsafe_publish_linger,
         )
         stack.push_async_callback(batching.aclose)
         guard = EndpointGuard(classifier, guard_policy_from(settings), probe_prompt(policy))

@@ -50,6 +50,12 @@ class MicroBatcher(Generic[Item, Result]):
         """Items waiting for a flush plus flushes in progress (empty when idle)."""
         return len(self._pending) + len(self._flushes)
 
+    def hurry(self) -> None:
+        """Flush what is pending now, and from now on every item without lingering (a drain
+        should not wait for batches that will not fill)."""
+        self._linger = 0.0
+        self._start_flush()
+
     async def aclose(self) -> None:
         """Flush what is pending and wait for every flush in progress."""
         self._start_flush()
@@ -90,16 +96,21 @@ class BatchingSink:
     Safe and unsafe verdicts go to different topics, and SNS takes ten entries per call to one
     topic: each topic gets its own batcher, so a call carries ten verdicts of one topic rather
     than a mixed ten that the inner sink would split in two (with one unsafe verdict in ten,
-    mixing costs about twice the calls). A verdict waits at most ``linger`` for its batch.
+    mixing costs about twice the calls). A verdict waits at most its topic's linger for its
+    batch: ``linger`` for safe verdicts, ``unsafe_linger`` (the same unless given) for unsafe
+    ones, which are rarer, so their batches fill more slowly.
 
     Order: ``publish`` returns once the inner sink accepted (or refused) the verdict, so a caller
     that awaits it before handling the next message of a FIFO group keeps the group's order.
     """
 
-    def __init__(self, inner: VerdictSink, *, linger: float = 0.02) -> None:
+    def __init__(
+        self, inner: VerdictSink, *, linger: float = 0.02, unsafe_linger: float | None = None
+    ) -> None:
+        lingers = {"safe": linger, "unsafe": linger if unsafe_linger is None else unsafe_linger}
         self._batchers: dict[str, MicroBatcher[Publication, Exception | None]] = {
-            verdict: MicroBatcher(inner.publish, max_size=MAX_PUBLISH_BATCH, linger=linger)
-            for verdict in ("safe", "unsafe")
+            verdict: MicroBatcher(inner.publish, max_size=MAX_PUBLISH_BATCH, linger=wait)
+            for verdict, wait in lingers.items()
         }
 
     async def publish(self, publications: Sequence[Publication]) -> list[Exception | None]:

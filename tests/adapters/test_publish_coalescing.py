@@ -134,3 +134,23 @@ async def test_awaited_publishes_of_one_fifo_group_reach_sns_in_order(
 
     sent = [json.loads(single["Message"])["id"] for single in calls.singles]
     assert sent == ["v-0", "v-1", "v-2"]
+
+
+async def test_each_topic_waits_for_its_own_linger(
+    sns_client: SNSClient, local_resources: LocalResources
+) -> None:
+    calls = PublishCalls(sns_client)
+    sink = BatchingSink(
+        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+        linger=0,
+        unsafe_linger=3_600,  # only the close can flush the unsafe batch
+    )
+    unsafe = asyncio.create_task(sink.publish([publication(1, unsafe=True)]))
+
+    assert await sink.publish([publication(2)]) == [None]
+
+    assert [topic_of([entry]) for entry in calls.singles] == [{"safe"}]
+    assert not unsafe.done()
+    await sink.aclose()
+    assert await unsafe == [None]
+    assert [topic_of([entry]) for entry in calls.singles] == [{"safe"}, {"unsafe"}]

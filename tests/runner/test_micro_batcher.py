@@ -73,6 +73,24 @@ async def test_close_flushes_what_is_still_lingering() -> None:
     assert await waiting == 40
 
 
+async def test_once_hurried_nothing_lingers() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        flushed.append(list(items))
+        return list(items)
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=10, linger=3_600)
+    waiting = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0)
+
+    batcher.hurry()
+
+    assert await waiting == 1  # what was pending goes at once
+    assert await asyncio.wait_for(batcher.submit(2), timeout=20) == 2  # and what comes later
+    assert flushed == [[1], [2]]
+
+
 @pytest.mark.parametrize("max_size", [1, 3])
 async def test_items_are_flushed_in_groups_of_at_most_max_size(max_size: int) -> None:
     groups: list[int] = []
