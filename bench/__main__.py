@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import platform
 import shlex
+import statistics
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -144,6 +145,11 @@ async def _only_goodput(stack: Stack, sizes: scenarios.Sizes, *, queueing: bool)
             f"mean queue wait {result.mean_queue_wait_ms:.1f} ms"
         ),
         (
+            f"endpoint slots busy {100 * result.busy_share:.1f} % of the run, "
+            f"{result.mean_slot_ms:.1f} ms held per call"
+        ),
+        _worker_view(result.drain.samples),
+        (
             f"SQS calls/message {result.drain.sqs_calls_per_message:.3f}, "
             f"SNS {result.drain.sns_calls_per_message:.3f}"
         ),
@@ -154,6 +160,8 @@ async def _only_latency(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
     result = await scenarios.latency_at_half_capacity(stack, sizes)
     return [
         f"added latency p50 {result.percentile(0.5):.0f} ms, p99 {result.percentile(0.99):.0f} ms",
+        "medians: sent to received {:.0f} ms, received to decided beyond the service {:.0f} ms, "
+        "decided to delivered {:.0f} ms".format(*result.stage_medians()),
         (
             f"SQS calls/message {result.drain.sqs_calls_per_message:.3f}, "
             f"SNS {result.drain.sns_calls_per_message:.3f}"
@@ -171,12 +179,32 @@ async def _only_repeats(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
     ]
 
 
+async def _only_profile(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
+    return (await scenarios.profile_worker(stack, sizes)).splitlines()
+
+
+def _worker_view(samples: Sequence[scenarios.Sample]) -> str:
+    """Medians over the run of what the worker's limiter saw (one worker)."""
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
+    limits = [s.limit for s in samples if s.limit is not None]
+    recent = [s.latency_recent for s in samples if s.latency_recent is not None]
+    baseline = [s.latency_baseline for s in samples if s.latency_baseline is not None]
+    return (
+        f"worker's view (medians): limit {median(limits):.1f}, call latency "
+        f"{1000 * median(recent):.1f} ms, baseline {1000 * median(baseline):.1f} ms"
+    )
+
+
 SCENARIOS: Final[dict[str, Callable[[Stack, scenarios.Sizes], Awaitable[list[str]]]]] = {
     "cpu": _only_cpu,
     "hard-cap": lambda stack, sizes: _only_goodput(stack, sizes, queueing=False),
     "queueing": lambda stack, sizes: _only_goodput(stack, sizes, queueing=True),
     "latency": _only_latency,
     "repeats": _only_repeats,
+    "profile": _only_profile,
 }
 
 

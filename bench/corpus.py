@@ -8,7 +8,9 @@ exactly, as chat repeats "thanks!" or a spam wave. Bodies are ``content`` messag
 from __future__ import annotations
 
 import json
+import math
 import random
+from datetime import datetime
 from typing import Final
 
 from devstack.chaos.corpus import LABELLED
@@ -60,6 +62,18 @@ def verdict_id(verdict_json: str) -> str | None:
         return None
     found = document.get("id") if isinstance(document, dict) else None
     return found if isinstance(found, str) else None
+
+
+def verdict_moments(verdict_json: str) -> tuple[float, float]:
+    """A published verdict's ``received_at`` and ``decided_at`` as epoch seconds (NaN if absent)."""
+    try:
+        document = json.loads(verdict_json)
+        return (
+            datetime.fromisoformat(document["received_at"]).timestamp(),
+            datetime.fromisoformat(document["decided_at"]).timestamp(),
+        )
+    except (ValueError, KeyError, TypeError):
+        return (math.nan, math.nan)
 
 
 def bodies(count: int, *, prefix: str, repeat_share: float = 0.0, seed: int = 0) -> list[str]:

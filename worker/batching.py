@@ -17,8 +17,10 @@ class MicroBatcher(Generic[Item, Result]):
     """Collects items submitted concurrently and hands them to ``flush`` in groups.
 
     A group is flushed when it reaches ``max_size`` or ``linger`` seconds after its first item,
-    so a lone item waits at most ``linger``. Each ``submit`` returns that item's own result;
-    ``flush`` returns one result per item, in order.
+    so a lone item waits at most ``linger``. With ``coming`` (how many more items may arrive
+    soon), a group that those could not fill is flushed at once: waiting would not save a call.
+    Each ``submit`` returns that item's own result; ``flush`` returns one result per item, in
+    order.
     """
 
     def __init__(
@@ -27,23 +29,32 @@ class MicroBatcher(Generic[Item, Result]):
         *,
         max_size: int = 10,
         linger: float = 0.02,
+        coming: Callable[[], int] | None = None,
     ) -> None:
         self._flush = flush
         self._max_size = max_size
         self._linger = linger
+        self._coming = coming
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
+        # A caller that is cancelled still lets the batch complete for the others.
+        return await asyncio.shield(self.add(item))
+
+    def add(self, item: Item) -> asyncio.Future[Result]:
+        """Queue ``item`` at once (no await); the future gets its result."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._pending) >= self._max_size:
+        if len(self._pending) >= self._max_size or self._cannot_fill():
             self._start_flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._start_flush)
-        # A caller that is cancelled still lets the batch complete for the others.
-        return await asyncio.shield(future)
+        return future
+
+    def _cannot_fill(self) -> bool:
+        return self._coming is not None and len(self._pending) + self._coming() < self._max_size
 
     @property
     def backlog(self) -> int:
@@ -98,27 +109,51 @@ class BatchingSink:
     than a mixed ten that the inner sink would split in two (with one unsafe verdict in ten,
     mixing costs about twice the calls). A verdict waits at most its topic's linger for its
     batch: ``linger`` for safe verdicts, ``unsafe_linger`` (the same unless given) for unsafe
-    ones, which are rarer, so their batches fill more slowly.
+    ones, which are rarer, so their batches fill more slowly. With ``handling`` (the messages
+    being moderated now, these publishes included), a verdict does not wait at all when the
+    others could not fill its batch, so a quiet worker publishes at once and a busy one in full
+    batches.
 
     Order: ``publish`` returns once the inner sink accepted (or refused) the verdict, so a caller
     that awaits it before handling the next message of a FIFO group keeps the group's order.
     """
 
     def __init__(
-        self, inner: VerdictSink, *, linger: float = 0.02, unsafe_linger: float | None = None
+        self,
+        inner: VerdictSink,
+        *,
+        linger: float = 0.02,
+        unsafe_linger: float | None = None,
+        handling: Callable[[], int] | None = None,
     ) -> None:
+        self._handling = handling
+        self._outstanding = 0  # publications handed to a batcher and not yet answered
+        coming = self._coming if handling is not None else None
         lingers = {"safe": linger, "unsafe": linger if unsafe_linger is None else unsafe_linger}
         self._batchers: dict[str, MicroBatcher[Publication, Exception | None]] = {
-            verdict: MicroBatcher(inner.publish, max_size=MAX_PUBLISH_BATCH, linger=wait)
+            verdict: MicroBatcher(
+                inner.publish, max_size=MAX_PUBLISH_BATCH, linger=wait, coming=coming
+            )
             for verdict, wait in lingers.items()
         }
 
     async def publish(self, publications: Sequence[Publication]) -> list[Exception | None]:
-        return list(
-            await asyncio.gather(
-                *(self._batchers[p.verdict.verdict].submit(p) for p in publications)
-            )
-        )
+        futures = []
+        counted = 0
+        try:
+            for publication in publications:
+                self._outstanding += 1  # before ``add``: it is here, not still coming
+                counted += 1
+                futures.append(self._batchers[publication.verdict.verdict].add(publication))
+            # Shielded: a caller that is cancelled still lets the batch complete for the others.
+            return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
+        finally:
+            self._outstanding -= counted
+
+    def _coming(self) -> int:
+        """Verdicts that may still join a batch soon: messages being moderated, not yet here."""
+        assert self._handling is not None  # noqa: S101 - only installed along with it
+        return max(0, self._handling() - self._outstanding)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(batcher.aclose() for batcher in self._batchers.values()))

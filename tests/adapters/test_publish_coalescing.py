@@ -154,3 +154,40 @@ async def test_each_topic_waits_for_its_own_linger(
     await sink.aclose()
     assert await unsafe == [None]
     assert [topic_of([entry]) for entry in calls.singles] == [{"safe"}, {"unsafe"}]
+
+
+async def test_a_verdict_does_not_wait_when_too_few_messages_are_being_moderated(
+    sns_client: SNSClient, local_resources: LocalResources
+) -> None:
+    calls = PublishCalls(sns_client)
+    handling = 3  # three messages in the pipeline, this one included
+    sink = BatchingSink(
+        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+        linger=3_600,
+        handling=lambda: handling,
+    )
+
+    assert await asyncio.wait_for(sink.publish([publication(1)]), timeout=20) == [None]
+
+    assert len(calls.singles) == 1  # published at once, although the linger is an hour
+
+
+async def test_a_verdict_waits_while_the_messages_being_moderated_could_fill_its_batch(
+    sns_client: SNSClient, local_resources: LocalResources
+) -> None:
+    calls = PublishCalls(sns_client)
+    handling = 10
+    sink = BatchingSink(
+        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+        linger=3_600,
+        handling=lambda: handling,
+    )
+    first = [asyncio.create_task(sink.publish([publication(n)])) for n in range(9)]
+    for _ in range(5):  # loop turns: every one has reached its batch
+        await asyncio.sleep(0)
+    assert not any(task.done() for task in first)  # nine here, one still being moderated
+
+    assert await sink.publish([publication(9)]) == [None]
+
+    assert [len(batch) for batch in calls.batches] == [10]
+    assert [await task for task in first] == [[None]] * 9
