@@ -110,9 +110,10 @@ class BatchingSink:
     mixing costs about twice the calls). A verdict waits at most its topic's linger for its
     batch: ``linger`` for safe verdicts, ``unsafe_linger`` (the same unless given) for unsafe
     ones, which are rarer, so their batches fill more slowly. With ``handling`` (the messages
-    being moderated now, these publishes included), a verdict does not wait at all when the
-    others could not fill its batch, so a quiet worker publishes at once and a busy one in full
-    batches.
+    being moderated now, these publishes included), a safe verdict does not wait at all when
+    the others could not fill its batch, so a quiet worker publishes it at once and a busy one
+    in full batches. Unsafe verdicts always wait their linger: one message in ten or fewer is
+    unsafe, so "could the others fill it" is nearly always no, and they would all go alone.
 
     Order: ``publish`` returns once the inner sink accepted (or refused) the verdict, so a caller
     that awaits it before handling the next message of a FIFO group keeps the group's order.
@@ -132,7 +133,10 @@ class BatchingSink:
         lingers = {"safe": linger, "unsafe": linger if unsafe_linger is None else unsafe_linger}
         self._batchers: dict[str, MicroBatcher[Publication, Exception | None]] = {
             verdict: MicroBatcher(
-                inner.publish, max_size=MAX_PUBLISH_BATCH, linger=wait, coming=coming
+                inner.publish,
+                max_size=MAX_PUBLISH_BATCH,
+                linger=wait,
+                coming=coming if verdict == "safe" else None,
             )
             for verdict, wait in lingers.items()
         }

@@ -191,3 +191,23 @@ async def test_a_verdict_waits_while_the_messages_being_moderated_could_fill_its
 
     assert [len(batch) for batch in calls.batches] == [10]
     assert [await task for task in first] == [[None]] * 9
+
+
+async def test_an_unsafe_verdict_waits_its_linger_even_on_a_quiet_worker(
+    sns_client: SNSClient, local_resources: LocalResources
+) -> None:
+    calls = PublishCalls(sns_client)
+    sink = BatchingSink(
+        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+        linger=3_600,
+        unsafe_linger=3_600,
+        handling=lambda: 1,  # only this message is being moderated
+    )
+    unsafe = asyncio.create_task(sink.publish([publication(1, unsafe=True)]))
+    for _ in range(5):  # loop turns: it has reached its batch
+        await asyncio.sleep(0)
+
+    assert not unsafe.done()
+    assert calls.singles == []
+    await sink.aclose()
+    assert await unsafe == [None]
