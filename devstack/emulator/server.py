@@ -219,9 +219,7 @@ class EmulatorState:
             )
         except (web.HTTPRequestEntityTooLarge, TgiError) as exc:
             raise _container_failure(exc) from exc
-        completion, outcome = await self._answer(
-            generate.inputs, admitted_at, malformed=malformed
-        )
+        completion, outcome = await self._answer(generate.inputs, admitted_at, malformed=malformed)
         payload = generation_payload(
             generate,
             completion,
