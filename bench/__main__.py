@@ -161,7 +161,9 @@ async def _only_latency(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
     return [
         f"added latency p50 {result.percentile(0.5):.0f} ms, p99 {result.percentile(0.99):.0f} ms",
         "medians: sent to received {:.0f} ms, received to decided beyond the service {:.0f} ms, "
-        "decided to delivered {:.0f} ms".format(*result.stage_medians()),
+        "decided to published {:.0f} ms, published to delivered {:.0f} ms".format(
+            *result.stage_medians()
+        ),
         (
             f"SQS calls/message {result.drain.sqs_calls_per_message:.3f}, "
             f"SNS {result.drain.sns_calls_per_message:.3f}"

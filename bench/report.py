@@ -114,8 +114,8 @@ class Figures:
     timelines: tuple[Timeline, ...] = ()
     endpoint_views: tuple[EndpointView, ...] = ()
     # Medians (ms) at half capacity: sent -> received, received -> decided less the service,
-    # decided -> delivered to the subscriber's queue.
-    latency_stages_ms: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    # decided -> published, published -> delivered to the subscriber's queue.
+    latency_stages_ms: tuple[float, float, float, float] = (math.nan,) * 4
 
     @property
     def cpu_ratio(self) -> float:
@@ -311,7 +311,7 @@ def _diagnostics_section(figures: Figures) -> list[str]:
     """Where goodput and latency are lost: measured in the same runs as the figures."""
     if not figures.endpoint_views:
         return []
-    waited, worked, delivered = figures.latency_stages_ms
+    waited, worked, published, delivered = figures.latency_stages_ms
     header = (
         "| endpoint | slots busy (whole run) | emulator's slot time per call "
         "| worker's call time (median) | worker's limit (median) |"
@@ -320,8 +320,9 @@ def _diagnostics_section(figures: Figures) -> list[str]:
         "Added latency at half capacity, medians: sent → received by the worker "
         f"{waited:.0f} ms; received → decided, beyond the {SERVICE_MS:g} ms service, "
         f"{worked:.0f} ms (waiting for a slot when a batch of ten meets {CAPACITY} slots, and "
-        f"the client's share); decided → in the subscriber's queue {delivered:.0f} ms (publish "
-        "batching, SNS, LocalStack's delivery)."
+        f"the client's share); decided → published {published:.0f} ms (publish batching and the "
+        f"SNS call, from the worker's log); published → in the subscriber's queue "
+        f"{delivered:.0f} ms (LocalStack's delivery from SNS to SQS)."
     )
     return [
         "## What limits goodput and latency",

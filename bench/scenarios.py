@@ -9,6 +9,7 @@ is then reported as unfinished. Sizes come from ``Sizes`` (full or short).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -17,6 +18,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Final, TypeVar
 
 from bench import corpus
@@ -36,7 +39,7 @@ from bench.stack import (
     without,
     worker_pids,
 )
-from devstack.chaos.workers import WorkerTuning
+from devstack.chaos.workers import WorkerTuning, read_log
 from devstack.emulator import EmulatorConfig
 from devstack.moto_stack import LocalResources, take_messages
 
@@ -456,18 +459,24 @@ class LatencyResult:
     added_ms: tuple[float, ...]
     drain: Drain
     # Per message, where the time went (ms): sent -> received by the worker, received ->
-    # decided less the service time, decided -> delivered to the subscriber's queue.
-    stages_ms: tuple[tuple[float, float, float], ...] = ()
+    # decided less the service time, decided -> published (the worker's log: its publish
+    # batching and the SNS call), published -> delivered to the subscriber's queue.
+    stages_ms: tuple[tuple[float, float, float, float], ...] = ()
 
     def percentile(self, share: float) -> float:
         return _percentile(self.added_ms, share)
 
-    def stage_medians(self) -> tuple[float, float, float]:
+    def stage_medians(self) -> tuple[float, float, float, float]:
         """The median of each stage."""
-        waited, worked, delivered = (
-            zip(*self.stages_ms, strict=True) if self.stages_ms else ((),) * 3
+        if not self.stages_ms:
+            return (float("nan"),) * 4
+        waited, worked, published, delivered = zip(*self.stages_ms, strict=True)
+        return (
+            _percentile(waited, 0.5),
+            _percentile(worked, 0.5),
+            _percentile(published, 0.5),
+            _percentile(delivered, 0.5),
         )
-        return (_percentile(waited, 0.5), _percentile(worked, 0.5), _percentile(delivered, 0.5))
 
 
 def _percentile(values: Sequence[float], share: float) -> float:
@@ -506,16 +515,29 @@ async def latency_at_half_capacity(stack: Stack, sizes: Sizes) -> LatencyResult:
         for message_id, sent in sent_at.items()
         if message_id in published
     )
+    logged = _published_in_log(stack.run_dir / "latency-worker-0.log")
     stages = tuple(
         (
             1000.0 * (times.received - sent),
             1000.0 * (times.decided - times.received) - SERVICE_MS,
-            1000.0 * (times.delivered - times.decided),
+            1000.0 * (logged[message_id] - times.decided),
+            1000.0 * (times.delivered - logged[message_id]),
         )
         for message_id, sent in sent_at.items()
-        if (times := published.get(message_id)) is not None
+        if (times := published.get(message_id)) is not None and message_id in logged
     )
     return LatencyResult(added, drain, stages)
+
+
+def _published_in_log(path: Path) -> dict[str, float]:
+    """When the worker logged each verdict as published (epoch seconds), by message id."""
+    moments = {}
+    for event in read_log(path):
+        request_id, stamp = event.get("request_id"), event.get("timestamp")
+        if event.get("event") == "verdict_published" and isinstance(request_id, str):
+            with contextlib.suppress(TypeError, ValueError):
+                moments[request_id] = datetime.fromisoformat(str(stamp)).timestamp()
+    return moments
 
 
 async def _sleep_until(moment: float) -> None:

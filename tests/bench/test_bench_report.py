@@ -152,7 +152,7 @@ def test_what_limits_goodput_and_latency_is_shown_when_measured() -> None:
     figures = dataclasses.replace(
         ON_TARGET,
         endpoint_views=(EndpointView("hard cap", 0.742, 52.5, 63.3, 8.0),),
-        latency_stages_ms=(25.0, 29.0, 63.0),
+        latency_stages_ms=(25.0, 29.0, 3.0, 60.0),
     )
 
     document = render_markdown(figures, CONTEXT)
@@ -160,4 +160,5 @@ def test_what_limits_goodput_and_latency_is_shown_when_measured() -> None:
     assert "## What limits goodput and latency" in document
     assert "| hard cap | 74.2% | 52.5 ms | 63.3 ms | 8.0 |" in document
     assert "sent → received by the worker 25 ms" in document
+    assert "decided → published 3 ms" in document
     assert "## What limits goodput and latency" not in render_markdown(ON_TARGET, CONTEXT)
