@@ -9,6 +9,8 @@ from typing import Final, Generic, TypeVar
 from worker.ports import Publication, VerdictSink
 
 MAX_PUBLISH_BATCH: Final = 10  # SNS PublishBatch's limit on entries
+# Weight of each verdict in the moving share of safe verdicts (about the last 20 count).
+_SHARE_WEIGHT: Final = 0.05
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -29,7 +31,7 @@ class MicroBatcher(Generic[Item, Result]):
         *,
         max_size: int = 10,
         linger: float = 0.02,
-        coming: Callable[[], int] | None = None,
+        coming: Callable[[], float] | None = None,
     ) -> None:
         self._flush = flush
         self._max_size = max_size
@@ -111,9 +113,11 @@ class BatchingSink:
     batch: ``linger`` for safe verdicts, ``unsafe_linger`` (the same unless given) for unsafe
     ones, which are rarer, so their batches fill more slowly. With ``handling`` (the messages
     being moderated now, these publishes included), a safe verdict does not wait at all when
-    the others could not fill its batch, so a quiet worker publishes it at once and a busy one
-    in full batches. Unsafe verdicts always wait their linger: one message in ten or fewer is
-    unsafe, so "could the others fill it" is nearly always no, and they would all go alone.
+    the others are not expected to fill its batch (their number times the share of safe
+    verdicts among the recent ones), so a quiet worker publishes it at once and a busy one in
+    full batches.
+    Unsafe verdicts always wait their linger: one message in ten or fewer is unsafe, so the
+    others are nearly never expected to fill a batch, and they would all go alone.
 
     Order: ``publish`` returns once the inner sink accepted (or refused) the verdict, so a caller
     that awaits it before handling the next message of a FIFO group keeps the group's order.
@@ -129,7 +133,8 @@ class BatchingSink:
     ) -> None:
         self._handling = handling
         self._outstanding = 0  # publications handed to a batcher and not yet answered
-        coming = self._coming if handling is not None else None
+        self._safe_share = 0.5  # of recent verdicts (a moving average), before any: a half
+        coming = self._safe_coming if handling is not None else None
         lingers = {"safe": linger, "unsafe": linger if unsafe_linger is None else unsafe_linger}
         self._batchers: dict[str, MicroBatcher[Publication, Exception | None]] = {
             verdict: MicroBatcher(
@@ -148,16 +153,19 @@ class BatchingSink:
             for publication in publications:
                 self._outstanding += 1  # before ``add``: it is here, not still coming
                 counted += 1
+                safe = publication.verdict.verdict == "safe"
+                self._safe_share += _SHARE_WEIGHT * (safe - self._safe_share)
                 futures.append(self._batchers[publication.verdict.verdict].add(publication))
             # Shielded: a caller that is cancelled still lets the batch complete for the others.
             return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
         finally:
             self._outstanding -= counted
 
-    def _coming(self) -> int:
-        """Verdicts that may still join a batch soon: messages being moderated, not yet here."""
+    def _safe_coming(self) -> float:
+        """Safe verdicts expected soon: the messages being moderated and not yet here, times
+        the share of safe verdicts among the recent ones."""
         assert self._handling is not None  # noqa: S101 - only installed along with it
-        return max(0, self._handling() - self._outstanding)
+        return max(0, self._handling() - self._outstanding) * self._safe_share
 
     async def aclose(self) -> None:
         await asyncio.gather(*(batcher.aclose() for batcher in self._batchers.values()))

@@ -1,6 +1,7 @@
 """Publishing verdicts with few SNS calls: ``BatchingSink`` fills batches of ten per topic.
 
 The real SNS adapter talks to moto; botocore's event hooks on the real client count the calls.
+The tests of when a verdict stops waiting count the calls of the in-memory sink instead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from test_sns_sink_contract import PublishCalls, drain, make_verdict
 
+from devstack.fakes import InMemorySink
 from worker.adapters.sns import SnsSink
 from worker.batching import BatchingSink
 from worker.core.verdict import sns_message
@@ -172,25 +174,40 @@ async def test_a_verdict_does_not_wait_when_too_few_messages_are_being_moderated
     assert len(calls.singles) == 1  # published at once, although the linger is an hour
 
 
-async def test_a_verdict_waits_while_the_messages_being_moderated_could_fill_its_batch(
-    sns_client: SNSClient, local_resources: LocalResources
-) -> None:
-    calls = PublishCalls(sns_client)
-    handling = 10
-    sink = BatchingSink(
-        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
-        linger=3_600,
-        handling=lambda: handling,
-    )
+async def _history(sink: BatchingSink, *, unsafe: bool, count: int = 60) -> None:
+    """Verdicts published one at a time, so the sink's share of safe verdicts follows them."""
+    for n in range(count):
+        await sink.publish([publication(1000 + n, unsafe=unsafe)])
+
+
+async def test_a_verdict_waits_while_those_being_moderated_are_expected_to_fill_its_batch() -> None:
+    inner = InMemorySink()
+    handling = 0
+    sink = BatchingSink(inner, linger=3_600, unsafe_linger=0, handling=lambda: handling)
+    await _history(sink, unsafe=False)  # nothing else being moderated: each one goes at once
+    calls_before = inner.calls
+
+    handling = 12  # all recent verdicts were safe: the other eleven should fill the batch
     first = [asyncio.create_task(sink.publish([publication(n)])) for n in range(9)]
     for _ in range(5):  # loop turns: every one has reached its batch
         await asyncio.sleep(0)
-    assert not any(task.done() for task in first)  # nine here, one still being moderated
+    assert not any(task.done() for task in first)
 
     assert await sink.publish([publication(9)]) == [None]
 
-    assert [len(batch) for batch in calls.batches] == [10]
+    assert inner.calls == calls_before + 1  # the ten in one call
     assert [await task for task in first] == [[None]] * 9
+
+
+async def test_a_safe_verdict_does_not_wait_when_recent_verdicts_were_unsafe() -> None:
+    inner = InMemorySink()
+    handling = 0
+    sink = BatchingSink(inner, linger=3_600, unsafe_linger=0, handling=lambda: handling)
+    await _history(sink, unsafe=True)
+
+    handling = 12  # eleven others being moderated, but few of them are expected to be safe
+
+    assert await asyncio.wait_for(sink.publish([publication(1)]), timeout=20) == [None]
 
 
 async def test_an_unsafe_verdict_waits_its_linger_even_on_a_quiet_worker(
