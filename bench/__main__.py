@@ -181,6 +181,15 @@ async def _only_repeats(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
     ]
 
 
+async def _only_scaling(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
+    result = await scenarios.scaling(stack, sizes)
+    return [
+        f"{workers} worker(s): {drain.throughput:.0f}/s, SQS calls/message "
+        f"{drain.sqs_calls_per_message:.3f} {dict(drain.calls)}"
+        for workers, drain in result.by_workers
+    ]
+
+
 async def _only_profile(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
     return (await scenarios.profile_worker(stack, sizes)).splitlines()
 
@@ -207,6 +216,7 @@ SCENARIOS: Final[dict[str, Callable[[Stack, scenarios.Sizes], Awaitable[list[str
     "latency": _only_latency,
     "repeats": _only_repeats,
     "profile": _only_profile,
+    "scaling": _only_scaling,
 }
 
 

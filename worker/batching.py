@@ -9,8 +9,6 @@ from typing import Final, Generic, TypeVar
 from worker.ports import Publication, VerdictSink
 
 MAX_PUBLISH_BATCH: Final = 10  # SNS PublishBatch's limit on entries
-# Weight of each verdict in the moving share of safe verdicts (about the last 20 count).
-_SHARE_WEIGHT: Final = 0.05
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -19,10 +17,8 @@ class MicroBatcher(Generic[Item, Result]):
     """Collects items submitted concurrently and hands them to ``flush`` in groups.
 
     A group is flushed when it reaches ``max_size`` or ``linger`` seconds after its first item,
-    so a lone item waits at most ``linger``. With ``coming`` (how many more items may arrive
-    soon), a group that those could not fill is flushed at once: waiting would not save a call.
-    Each ``submit`` returns that item's own result; ``flush`` returns one result per item, in
-    order.
+    so a lone item waits at most ``linger`` (``flush_now`` sends what waits at once). Each
+    ``submit`` returns that item's own result; ``flush`` returns one result per item, in order.
     """
 
     def __init__(
@@ -31,12 +27,10 @@ class MicroBatcher(Generic[Item, Result]):
         *,
         max_size: int = 10,
         linger: float = 0.02,
-        coming: Callable[[], float] | None = None,
     ) -> None:
         self._flush = flush
         self._max_size = max_size
         self._linger = linger
-        self._coming = coming
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
@@ -49,19 +43,20 @@ class MicroBatcher(Generic[Item, Result]):
         """Queue ``item`` at once (no await); the future gets its result."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._pending) >= self._max_size or self._cannot_fill():
+        if len(self._pending) >= self._max_size:
             self._start_flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._start_flush)
         return future
 
-    def _cannot_fill(self) -> bool:
-        return self._coming is not None and len(self._pending) + self._coming() < self._max_size
-
     @property
     def backlog(self) -> int:
         """Items waiting for a flush plus flushes in progress (empty when idle)."""
         return len(self._pending) + len(self._flushes)
+
+    def flush_now(self) -> None:
+        """Send what is waiting now, without waiting for the linger."""
+        self._start_flush()
 
     def hurry(self) -> None:
         """Flush what is pending now, and from now on every item without lingering (a drain
@@ -112,12 +107,9 @@ class BatchingSink:
     mixing costs about twice the calls). A verdict waits at most its topic's linger for its
     batch: ``linger`` for safe verdicts, ``unsafe_linger`` (the same unless given) for unsafe
     ones, which are rarer, so their batches fill more slowly. With ``handling`` (the messages
-    being moderated now, these publishes included), a safe verdict does not wait at all when
-    the others are not expected to fill its batch (their number times the share of safe
-    verdicts among the recent ones), so a quiet worker publishes it at once and a busy one in
-    full batches.
-    Unsafe verdicts always wait their linger: one message in ten or fewer is unsafe, so the
-    others are nearly never expected to fill a batch, and they would all go alone.
+    being moderated now, these publishes included), nothing waits once no other message is on
+    its way to a publish: the last verdict of a burst sends every waiting batch, so a worker
+    between bursts publishes at once and a busy one in batches of ten.
 
     Order: ``publish`` returns once the inner sink accepted (or refused) the verdict, so a caller
     that awaits it before handling the next message of a FIFO group keeps the group's order.
@@ -133,16 +125,9 @@ class BatchingSink:
     ) -> None:
         self._handling = handling
         self._outstanding = 0  # publications handed to a batcher and not yet answered
-        self._safe_share = 0.5  # of recent verdicts (a moving average), before any: a half
-        coming = self._safe_coming if handling is not None else None
         lingers = {"safe": linger, "unsafe": linger if unsafe_linger is None else unsafe_linger}
         self._batchers: dict[str, MicroBatcher[Publication, Exception | None]] = {
-            verdict: MicroBatcher(
-                inner.publish,
-                max_size=MAX_PUBLISH_BATCH,
-                linger=wait,
-                coming=coming if verdict == "safe" else None,
-            )
+            verdict: MicroBatcher(inner.publish, max_size=MAX_PUBLISH_BATCH, linger=wait)
             for verdict, wait in lingers.items()
         }
 
@@ -153,19 +138,18 @@ class BatchingSink:
             for publication in publications:
                 self._outstanding += 1  # before ``add``: it is here, not still coming
                 counted += 1
-                safe = publication.verdict.verdict == "safe"
-                self._safe_share += _SHARE_WEIGHT * (safe - self._safe_share)
                 futures.append(self._batchers[publication.verdict.verdict].add(publication))
+            if self._nothing_else_coming():
+                for batcher in self._batchers.values():
+                    batcher.flush_now()
             # Shielded: a caller that is cancelled still lets the batch complete for the others.
             return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
         finally:
             self._outstanding -= counted
 
-    def _safe_coming(self) -> float:
-        """Safe verdicts expected soon: the messages being moderated and not yet here, times
-        the share of safe verdicts among the recent ones."""
-        assert self._handling is not None  # noqa: S101 - only installed along with it
-        return max(0, self._handling() - self._outstanding) * self._safe_share
+    def _nothing_else_coming(self) -> bool:
+        """No message being moderated is still on its way to a publish."""
+        return self._handling is not None and self._handling() <= self._outstanding
 
     async def aclose(self) -> None:
         await asyncio.gather(*(batcher.aclose() for batcher in self._batchers.values()))

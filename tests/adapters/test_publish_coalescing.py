@@ -158,15 +158,14 @@ async def test_each_topic_waits_for_its_own_linger(
     assert [topic_of([entry]) for entry in calls.singles] == [{"safe"}, {"unsafe"}]
 
 
-async def test_a_verdict_does_not_wait_when_too_few_messages_are_being_moderated(
+async def test_a_verdict_does_not_wait_when_no_other_message_is_being_moderated(
     sns_client: SNSClient, local_resources: LocalResources
 ) -> None:
     calls = PublishCalls(sns_client)
-    handling = 3  # three messages in the pipeline, this one included
     sink = BatchingSink(
         SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
         linger=3_600,
-        handling=lambda: handling,
+        handling=lambda: 1,  # only this message is being moderated
     )
 
     assert await asyncio.wait_for(sink.publish([publication(1)]), timeout=20) == [None]
@@ -174,51 +173,35 @@ async def test_a_verdict_does_not_wait_when_too_few_messages_are_being_moderated
     assert len(calls.singles) == 1  # published at once, although the linger is an hour
 
 
-async def _history(sink: BatchingSink, *, unsafe: bool, count: int = 60) -> None:
-    """Verdicts published one at a time, so the sink's share of safe verdicts follows them."""
-    for n in range(count):
-        await sink.publish([publication(1000 + n, unsafe=unsafe)])
-
-
-async def test_a_verdict_waits_while_those_being_moderated_are_expected_to_fill_its_batch() -> None:
+async def test_the_last_verdict_of_a_burst_sends_every_waiting_batch() -> None:
     inner = InMemorySink()
-    handling = 0
-    sink = BatchingSink(inner, linger=3_600, unsafe_linger=0, handling=lambda: handling)
-    await _history(sink, unsafe=False)  # nothing else being moderated: each one goes at once
-    calls_before = inner.calls
-
-    handling = 12  # all recent verdicts were safe: the other eleven should fill the batch
-    first = [asyncio.create_task(sink.publish([publication(n)])) for n in range(9)]
-    for _ in range(5):  # loop turns: every one has reached its batch
+    sink = BatchingSink(inner, linger=3_600, unsafe_linger=3_600, handling=lambda: 3)
+    # Three messages being moderated: the first two verdicts wait for the third.
+    waiting = [
+        asyncio.create_task(sink.publish([publication(1)])),
+        asyncio.create_task(sink.publish([publication(2, unsafe=True)])),
+    ]
+    for _ in range(5):  # loop turns: both have reached their batches
         await asyncio.sleep(0)
-    assert not any(task.done() for task in first)
+    assert not any(task.done() for task in waiting)
+    assert inner.calls == 0
 
-    assert await sink.publish([publication(9)]) == [None]
+    assert await asyncio.wait_for(sink.publish([publication(3)]), timeout=20) == [None]
 
-    assert inner.calls == calls_before + 1  # the ten in one call
-    assert [await task for task in first] == [[None]] * 9
-
-
-async def test_a_safe_verdict_does_not_wait_when_recent_verdicts_were_unsafe() -> None:
-    inner = InMemorySink()
-    handling = 0
-    sink = BatchingSink(inner, linger=3_600, unsafe_linger=0, handling=lambda: handling)
-    await _history(sink, unsafe=True)
-
-    handling = 12  # eleven others being moderated, but few of them are expected to be safe
-
-    assert await asyncio.wait_for(sink.publish([publication(1)]), timeout=20) == [None]
+    assert [await task for task in waiting] == [[None], [None]]
+    assert inner.calls == 2  # one per topic
+    assert [p.verdict.id for p in inner.published["safe"]] == ["v-1", "v-3"]
 
 
-async def test_an_unsafe_verdict_waits_its_linger_even_on_a_quiet_worker(
+async def test_an_unsafe_verdict_waits_its_linger_while_others_are_being_moderated(
     sns_client: SNSClient, local_resources: LocalResources
 ) -> None:
     calls = PublishCalls(sns_client)
     sink = BatchingSink(
         SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
-        linger=3_600,
+        linger=0,
         unsafe_linger=3_600,
-        handling=lambda: 1,  # only this message is being moderated
+        handling=lambda: 5,
     )
     unsafe = asyncio.create_task(sink.publish([publication(1, unsafe=True)]))
     for _ in range(5):  # loop turns: it has reached its batch

@@ -106,28 +106,17 @@ async def test_items_are_flushed_in_groups_of_at_most_max_size(max_size: int) ->
     assert max(groups) == max_size
 
 
-async def test_a_group_that_what_is_coming_cannot_fill_is_flushed_at_once() -> None:
+async def test_flush_now_sends_what_waits_without_the_linger() -> None:
     flushed: list[list[int]] = []
-    coming = 5
 
     async def flush(items: Sequence[int]) -> list[int]:
         flushed.append(list(items))
         return list(items)
 
-    batcher: MicroBatcher[int, int] = MicroBatcher(
-        flush, max_size=10, linger=3_600, coming=lambda: coming
-    )
-    # 1 waiting + 5 coming cannot make 10: no reason to wait.
-    assert await asyncio.wait_for(batcher.submit(1), timeout=20) == 1
-    assert flushed == [[1]]
+    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=10, linger=3_600)
+    first, second = batcher.add(1), batcher.add(2)
 
-    coming = 9  # 1 + 9 could fill a batch: it waits for them
-    waiting = asyncio.ensure_future(batcher.submit(2))
-    await asyncio.sleep(0)
-    assert not waiting.done()
-    assert batcher.backlog == 1
+    batcher.flush_now()
 
-    coming = 0  # the next one sees that nothing else is coming: both go
-    assert await asyncio.wait_for(batcher.submit(3), timeout=20) == 3
-    assert await waiting == 2
-    assert flushed == [[1], [2, 3]]
+    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=20) == [1, 2]
+    assert flushed == [[1, 2]]
