@@ -93,6 +93,12 @@ async def _run(
             latency=await step(
                 "added latency", lambda: scenarios.latency_at_half_capacity(stack, sizes)
             ),
+            latency_unbatched=await step(
+                "added latency without publish batching",
+                lambda: scenarios.latency_at_half_capacity(
+                    stack, sizes, name="latency-unbatched", settings=scenarios.NO_PUBLISH_LINGER
+                ),
+            ),
             repeats=await step("repeats", lambda: scenarios.repeats(stack, sizes)),
             in_flight=await step("RSS in flight", lambda: scenarios.rss_in_flight(stack, sizes)),
             long_run=await step("long run", lambda: scenarios.long_run(stack, sizes)),

@@ -16,7 +16,7 @@ import itertools
 import pstats
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -231,9 +231,12 @@ async def drain_with_workers(
     tuning: WorkerTuning = PRODUCTION_TUNING,
     feed: Callable[[], Coroutine[None, None, None]] | None = None,
     expected: int | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Drain:
     """Start workers on a filled (or fed) queue, watch until it is empty, stop them."""
-    fleet = start_workers(stack, resources, endpoint_url, count=workers, name=name, tuning=tuning)
+    fleet = start_workers(
+        stack, resources, endpoint_url, count=workers, name=name, tuning=tuning, settings=settings
+    )
     try:
         await wait_ready(fleet)
         return await _watch_drain(
@@ -486,7 +489,17 @@ def _percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-async def latency_at_half_capacity(stack: Stack, sizes: Sizes) -> LatencyResult:
+#: The worker's settings with no publish batching: the latency it costs, measured beside.
+NO_PUBLISH_LINGER: Final = {"MODERATION_PUBLISH_LINGER": "0"}
+
+
+async def latency_at_half_capacity(
+    stack: Stack,
+    sizes: Sizes,
+    *,
+    name: str = "latency",
+    settings: Mapping[str, str] | None = None,
+) -> LatencyResult:
     """Feed at half the capacity; added latency = verdict published - sent - service time."""
     config = EmulatorConfig(latency_ms=SERVICE_MS, capacity=CAPACITY, queue_size=QUEUE_SIZE)
     rate = CAPACITY_PER_SECOND / 2
@@ -505,9 +518,15 @@ async def latency_at_half_capacity(stack: Stack, sizes: Sizes) -> LatencyResult:
             await stack.fill(resources.queue_url, batch)
 
     with endpoint_server(config) as endpoint_url:
-        resources = await stack.resources("bench-latency")
+        resources = await stack.resources(f"bench-{name}")
         drain = await drain_with_workers(
-            stack, resources, endpoint_url, name="latency", feed=feed, expected=count
+            stack,
+            resources,
+            endpoint_url,
+            name=name,
+            feed=feed,
+            expected=count,
+            settings=settings,
         )
     published = await _verdict_times(stack, resources)
     added = tuple(
@@ -515,7 +534,7 @@ async def latency_at_half_capacity(stack: Stack, sizes: Sizes) -> LatencyResult:
         for message_id, sent in sent_at.items()
         if message_id in published
     )
-    logged = _published_in_log(stack.run_dir / "latency-worker-0.log")
+    logged = _published_in_log(stack.run_dir / f"{name}-worker-0.log")
     stages = tuple(
         (
             1000.0 * (times.received - sent),

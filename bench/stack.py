@@ -163,6 +163,7 @@ def start_workers(
     count: int,
     name: str,
     tuning: WorkerTuning = PRODUCTION_TUNING,
+    settings: Mapping[str, str] | None = None,
 ) -> list[Worker]:
     """Start ``count`` worker processes on ``resources``, logging into the run directory."""
     workers = []
@@ -178,6 +179,7 @@ def start_workers(
             "MODERATION_ENDPOINT_NAME": ENDPOINT_NAME,
             "MODERATION_METRICS_PORT": str(port),
             **stack.worker_overrides,
+            **(settings or {}),
         }
         log_path = stack.run_dir / f"{name}-worker-{index}.log"
         process = WorkerProcess(f"{name}-{index}", environment, log_path)

@@ -153,6 +153,10 @@ def test_what_limits_goodput_and_latency_is_shown_when_measured() -> None:
         ON_TARGET,
         endpoint_views=(EndpointView("hard cap", 0.742, 52.5, 63.3, 8.0),),
         latency_stages_ms=(25.0, 29.0, 3.0, 60.0),
+        unbatched_p50_ms=20.0,
+        unbatched_p99_ms=40.0,
+        unbatched_sns_calls=0.9,
+        batched_sns_calls=0.2,
     )
 
     document = render_markdown(figures, CONTEXT)
@@ -161,4 +165,7 @@ def test_what_limits_goodput_and_latency_is_shown_when_measured() -> None:
     assert "| hard cap | 74.2% | 52.5 ms | 63.3 ms | 8.0 |" in document
     assert "sent → received by the worker 25 ms" in document
     assert "decided → published 3 ms" in document
+    assert (
+        "`MODERATION_PUBLISH_LINGER=0` added latency is p50 20 ms, p99 40 ms, at 0.90" in document
+    )
     assert "## What limits goodput and latency" not in render_markdown(ON_TARGET, CONTEXT)
