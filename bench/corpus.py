@@ -8,7 +8,9 @@ exactly, as chat repeats "thanks!" or a spam wave. Bodies are ``content`` messag
 from __future__ import annotations
 
 import json
+import math
 import random
+from datetime import datetime
 from typing import Final
 
 from devstack.chaos.corpus import LABELLED
@@ -29,14 +31,17 @@ def fresh_text(n: int) -> str:
 
 
 def texts(count: int, *, repeat_share: float = 0.0, seed: int = 0) -> list[str]:
-    """``count`` texts in send order; about ``repeat_share`` of them repeat an earlier one."""
+    """``count`` texts in send order; ``repeat_share`` of them (rounded) repeat an earlier one,
+    at random places, so the distinct texts are exactly the rest: the floor of endpoint calls."""
     if not 0.0 <= repeat_share < 1.0:
         raise ValueError("repeat_share must be within [0, 1)")
     rng = random.Random(seed)  # noqa: S311 - a reproducible stream, not security
+    repeats = min(round(count * repeat_share), max(count - 1, 0))
+    repeating = set(rng.sample(range(1, count), repeats)) if repeats else set()
     chosen: list[str] = []
     fresh = 0
-    for _ in range(count):
-        if chosen and rng.random() < repeat_share:
+    for position in range(count):
+        if position in repeating:
             chosen.append(rng.choice(chosen))
         else:
             chosen.append(fresh_text(fresh))
@@ -57,6 +62,18 @@ def verdict_id(verdict_json: str) -> str | None:
         return None
     found = document.get("id") if isinstance(document, dict) else None
     return found if isinstance(found, str) else None
+
+
+def verdict_moments(verdict_json: str) -> tuple[float, float]:
+    """A published verdict's ``received_at`` and ``decided_at`` as epoch seconds (NaN if absent)."""
+    try:
+        document = json.loads(verdict_json)
+        return (
+            datetime.fromisoformat(document["received_at"]).timestamp(),
+            datetime.fromisoformat(document["decided_at"]).timestamp(),
+        )
+    except (ValueError, KeyError, TypeError):
+        return (math.nan, math.nan)
 
 
 def bodies(count: int, *, prefix: str, repeat_share: float = 0.0, seed: int = 0) -> list[str]:

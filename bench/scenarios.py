@@ -9,14 +9,17 @@ is then reported as unfinished. Sizes come from ``Sizes`` (full or short).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import itertools
 import pstats
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Final, TypeVar
 
 from bench import corpus
@@ -36,7 +39,7 @@ from bench.stack import (
     without,
     worker_pids,
 )
-from devstack.chaos.workers import WorkerTuning
+from devstack.chaos.workers import WorkerTuning, read_log
 from devstack.emulator import EmulatorConfig
 from devstack.moto_stack import LocalResources, take_messages
 
@@ -94,6 +97,9 @@ class Sample:
     in_flight: float | None
     rss_bytes: int
     cpu_seconds: float
+    # The worker's own view of an endpoint call (seconds), from its concurrency limiter.
+    latency_recent: float | None = None
+    latency_baseline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +196,8 @@ class Watch:
             in_flight=_summed(metrics, "moderation_in_flight"),
             rss_bytes=sum(_alive(rss_bytes, pid, 0) for pid in self._pids),
             cpu_seconds=sum(_alive(cpu_seconds, pid, 0.0) for pid in self._pids),
+            latency_recent=_summed(metrics, "moderation_endpoint_latency_recent_seconds"),
+            latency_baseline=_summed(metrics, "moderation_endpoint_latency_baseline_seconds"),
         )
         self.samples.append(sample)
         return sample
@@ -223,9 +231,12 @@ async def drain_with_workers(
     tuning: WorkerTuning = PRODUCTION_TUNING,
     feed: Callable[[], Coroutine[None, None, None]] | None = None,
     expected: int | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Drain:
     """Start workers on a filled (or fed) queue, watch until it is empty, stop them."""
-    fleet = start_workers(stack, resources, endpoint_url, count=workers, name=name, tuning=tuning)
+    fleet = start_workers(
+        stack, resources, endpoint_url, count=workers, name=name, tuning=tuning, settings=settings
+    )
     try:
         await wait_ready(fleet)
         return await _watch_drain(
@@ -384,6 +395,20 @@ class GoodputResult:
         return throttled / requests if requests else 0.0
 
     @property
+    def mean_slot_ms(self) -> float:
+        """How long the emulator held a slot per admitted call: its service time as achieved
+        (the configured 50 ms plus its own lateness on a busy machine)."""
+        admitted = _number(self.drain.endpoint.get("admitted"))
+        held = _number(self.drain.endpoint.get("slot_seconds"))
+        return 1000.0 * held / admitted if admitted else 0.0
+
+    @property
+    def busy_share(self) -> float:
+        """The share of the endpoint's slot time in use over the whole run (start-up included)."""
+        held = _number(self.drain.endpoint.get("slot_seconds"))
+        return held / (CAPACITY * self.drain.seconds) if self.drain.seconds > 0 else 0.0
+
+    @property
     def mean_queue_wait_ms(self) -> float:
         admitted = _number(self.drain.endpoint.get("admitted"))
         waited = _number(self.drain.endpoint.get("queue_wait_seconds"))
@@ -436,15 +461,45 @@ class LatencyResult:
 
     added_ms: tuple[float, ...]
     drain: Drain
+    # Per message, where the time went (ms): sent -> received by the worker, received ->
+    # decided less the service time, decided -> published (the worker's log: its publish
+    # batching and the SNS call), published -> delivered to the subscriber's queue.
+    stages_ms: tuple[tuple[float, float, float, float], ...] = ()
 
     def percentile(self, share: float) -> float:
-        if not self.added_ms:
-            return float("nan")
-        ordered = sorted(self.added_ms)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+        return _percentile(self.added_ms, share)
+
+    def stage_medians(self) -> tuple[float, float, float, float]:
+        """The median of each stage."""
+        if not self.stages_ms:
+            return (float("nan"),) * 4
+        waited, worked, published, delivered = zip(*self.stages_ms, strict=True)
+        return (
+            _percentile(waited, 0.5),
+            _percentile(worked, 0.5),
+            _percentile(published, 0.5),
+            _percentile(delivered, 0.5),
+        )
 
 
-async def latency_at_half_capacity(stack: Stack, sizes: Sizes) -> LatencyResult:
+def _percentile(values: Sequence[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+#: The worker's settings with no publish batching: the latency it costs, measured beside.
+NO_PUBLISH_LINGER: Final = {"MODERATION_PUBLISH_LINGER": "0"}
+
+
+async def latency_at_half_capacity(
+    stack: Stack,
+    sizes: Sizes,
+    *,
+    name: str = "latency",
+    settings: Mapping[str, str] | None = None,
+) -> LatencyResult:
     """Feed at half the capacity; added latency = verdict published - sent - service time."""
     config = EmulatorConfig(latency_ms=SERVICE_MS, capacity=CAPACITY, queue_size=QUEUE_SIZE)
     rate = CAPACITY_PER_SECOND / 2
@@ -463,17 +518,45 @@ async def latency_at_half_capacity(stack: Stack, sizes: Sizes) -> LatencyResult:
             await stack.fill(resources.queue_url, batch)
 
     with endpoint_server(config) as endpoint_url:
-        resources = await stack.resources("bench-latency")
+        resources = await stack.resources(f"bench-{name}")
         drain = await drain_with_workers(
-            stack, resources, endpoint_url, name="latency", feed=feed, expected=count
+            stack,
+            resources,
+            endpoint_url,
+            name=name,
+            feed=feed,
+            expected=count,
+            settings=settings,
         )
     published = await _verdict_times(stack, resources)
     added = tuple(
-        1000.0 * (published[message_id] - sent) - SERVICE_MS
+        1000.0 * (published[message_id].delivered - sent) - SERVICE_MS
         for message_id, sent in sent_at.items()
         if message_id in published
     )
-    return LatencyResult(added, drain)
+    logged = _published_in_log(stack.run_dir / f"{name}-worker-0.log")
+    stages = tuple(
+        (
+            1000.0 * (times.received - sent),
+            1000.0 * (times.decided - times.received) - SERVICE_MS,
+            1000.0 * (logged[message_id] - times.decided),
+            1000.0 * (times.delivered - logged[message_id]),
+        )
+        for message_id, sent in sent_at.items()
+        if (times := published.get(message_id)) is not None and message_id in logged
+    )
+    return LatencyResult(added, drain, stages)
+
+
+def _published_in_log(path: Path) -> dict[str, float]:
+    """When the worker logged each verdict as published (epoch seconds), by message id."""
+    moments = {}
+    for event in read_log(path):
+        request_id, stamp = event.get("request_id"), event.get("timestamp")
+        if event.get("event") == "verdict_published" and isinstance(request_id, str):
+            with contextlib.suppress(TypeError, ValueError):
+                moments[request_id] = datetime.fromisoformat(str(stamp)).timestamp()
+    return moments
 
 
 async def _sleep_until(moment: float) -> None:
@@ -482,19 +565,31 @@ async def _sleep_until(moment: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def _verdict_times(stack: Stack, resources: LocalResources) -> dict[str, float]:
-    """Each verdict's id and when SNS delivered it (its SentTimestamp in the subscriber queue)."""
-    times: dict[str, float] = {}
+@dataclass(frozen=True, slots=True)
+class VerdictTimes:
+    """When the worker received the message and decided it (from the verdict), and when SNS
+    delivered the verdict (its SentTimestamp in the subscriber queue); epoch seconds."""
+
+    received: float
+    decided: float
+    delivered: float
+
+
+async def _verdict_times(stack: Stack, resources: LocalResources) -> dict[str, VerdictTimes]:
+    """Each verdict's id and its times."""
+    times: dict[str, VerdictTimes] = {}
     for queue_url in (resources.safe_subscriber_queue_url, resources.unsafe_subscriber_queue_url):
         for _ in range(100_000):  # bounded: far more batches than any run delivers
             messages = await take_messages(stack.sqs, queue_url)
             if not messages:
                 break
             for message in messages:
-                verdict_id = corpus.verdict_id(message.get("Body", ""))
+                body = message.get("Body", "")
+                verdict_id = corpus.verdict_id(body)
                 sent = message.get("Attributes", {}).get("SentTimestamp")
                 if verdict_id is not None and sent is not None:
-                    times[verdict_id] = int(sent) / 1000.0
+                    received, decided = corpus.verdict_moments(body)
+                    times[verdict_id] = VerdictTimes(received, decided, int(sent) / 1000.0)
     return times
 
 

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -76,6 +76,8 @@ class Stack:
     sns: SNSClient
     http: aiohttp.ClientSession
     run_dir: Path
+    # ``MODERATION_*`` settings given with ``--worker-env``, on top of the production defaults.
+    worker_overrides: Mapping[str, str] = field(default_factory=dict)
 
     def calls(self) -> Counter[str]:
         """A copy of the proxy's call counts by operation, to subtract later."""
@@ -122,7 +124,9 @@ class Stack:
 
 
 @asynccontextmanager
-async def open_stack(localstack_python: Path, run_dir: Path) -> AsyncIterator[Stack]:
+async def open_stack(
+    localstack_python: Path, run_dir: Path, worker_overrides: Mapping[str, str] | None = None
+) -> AsyncIterator[Stack]:
     """Start LocalStack and the proxy, open the clients; everything stops on leaving."""
     async with AsyncExitStack() as stack:
         url = stack.enter_context(localstack_server(localstack_python, run_dir / "localstack"))
@@ -140,7 +144,7 @@ async def open_stack(localstack_python: Path, run_dir: Path) -> AsyncIterator[St
         http = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         )
-        yield Stack(url, proxy, sqs, sns, http, run_dir)
+        yield Stack(url, proxy, sqs, sns, http, run_dir, dict(worker_overrides or {}))
 
 
 @dataclass(slots=True)
@@ -159,6 +163,7 @@ def start_workers(
     count: int,
     name: str,
     tuning: WorkerTuning = PRODUCTION_TUNING,
+    settings: Mapping[str, str] | None = None,
 ) -> list[Worker]:
     """Start ``count`` worker processes on ``resources``, logging into the run directory."""
     workers = []
@@ -173,6 +178,8 @@ def start_workers(
             ),
             "MODERATION_ENDPOINT_NAME": ENDPOINT_NAME,
             "MODERATION_METRICS_PORT": str(port),
+            **stack.worker_overrides,
+            **(settings or {}),
         }
         log_path = stack.run_dir / f"{name}-worker-{index}.log"
         process = WorkerProcess(f"{name}-{index}", environment, log_path)
@@ -275,6 +282,7 @@ class ProfiledWorker:
                 model_url=endpoint_url,
             ),
             "MODERATION_ENDPOINT_NAME": ENDPOINT_NAME,
+            **stack.worker_overrides,
         }
         command = [
             sys.executable,

@@ -242,12 +242,15 @@ async def open_worker(
         classifier = await build_classifier(
             settings, stack, pool_size=settings.max_in_flight, aws=aws
         )
+        guard = EndpointGuard(classifier, guard_policy_from(settings), probe_prompt(policy))
         batching = BatchingSink(
             SnsSink(aws.sns, settings.safe_topic_arn, settings.unsafe_topic_arn),
             linger=settings.publish_linger,
+            unsafe_linger=settings.unsafe_publish_linger,
+            # Read only once verdicts are published, by then ``moderator`` (below) exists.
+            handling=lambda: moderator.handling,
         )
         stack.push_async_callback(batching.aclose)
-        guard = EndpointGuard(classifier, guard_policy_from(settings), probe_prompt(policy))
         model: Classifier = RetryingClassifier(guard, retry_policy_from(settings))
         sink: VerdictSink = batching
         if tracing is not None:

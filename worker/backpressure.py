@@ -5,8 +5,9 @@
 - Adaptive concurrency (``worker.concurrency.AdaptiveLimit``, whose docstring describes the
   algorithm). Each call holds a slot for exactly its request: a throttled call gives its slot
   back before it backs off. Its latency, when it succeeds, feeds the limit; a throttle lowers it.
-  The runner receives no more messages than the free slots plus a small prefetch, so it does
-  not hoard messages it cannot start.
+  The runner receives no more messages than the free slots plus a prefetch (what keeps the slots
+  busy through one receive, and that receive's batch), so it does not hoard messages it cannot
+  start.
 - Circuit breaker. After ``failure_threshold`` consecutive failures that say the endpoint is down
   or refusing us (5xx, not ready, timeouts, no connection, and rejections: not found, access
   denied, another 4xx, an unreadable answer) the circuit opens: calls fail at once with

@@ -17,8 +17,8 @@ class MicroBatcher(Generic[Item, Result]):
     """Collects items submitted concurrently and hands them to ``flush`` in groups.
 
     A group is flushed when it reaches ``max_size`` or ``linger`` seconds after its first item,
-    so a lone item waits at most ``linger``. Each ``submit`` returns that item's own result;
-    ``flush`` returns one result per item, in order.
+    so a lone item waits at most ``linger`` (``flush_now`` sends what waits at once). Each
+    ``submit`` returns that item's own result; ``flush`` returns one result per item, in order.
     """
 
     def __init__(
@@ -36,19 +36,33 @@ class MicroBatcher(Generic[Item, Result]):
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
+        # A caller that is cancelled still lets the batch complete for the others.
+        return await asyncio.shield(self.add(item))
+
+    def add(self, item: Item) -> asyncio.Future[Result]:
+        """Queue ``item`` at once (no await); the future gets its result."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if len(self._pending) >= self._max_size:
             self._start_flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._start_flush)
-        # A caller that is cancelled still lets the batch complete for the others.
-        return await asyncio.shield(future)
+        return future
 
     @property
     def backlog(self) -> int:
         """Items waiting for a flush plus flushes in progress (empty when idle)."""
         return len(self._pending) + len(self._flushes)
+
+    def flush_now(self) -> None:
+        """Send what is waiting now, without waiting for the linger."""
+        self._start_flush()
+
+    def hurry(self) -> None:
+        """Flush what is pending now, and from now on every item without lingering (a drain
+        should not wait for batches that will not fill)."""
+        self._linger = 0.0
+        self._start_flush()
 
     async def aclose(self) -> None:
         """Flush what is pending and wait for every flush in progress."""
@@ -90,24 +104,52 @@ class BatchingSink:
     Safe and unsafe verdicts go to different topics, and SNS takes ten entries per call to one
     topic: each topic gets its own batcher, so a call carries ten verdicts of one topic rather
     than a mixed ten that the inner sink would split in two (with one unsafe verdict in ten,
-    mixing costs about twice the calls). A verdict waits at most ``linger`` for its batch.
+    mixing costs about twice the calls). A verdict waits at most its topic's linger for its
+    batch: ``linger`` for safe verdicts, ``unsafe_linger`` (the same unless given) for unsafe
+    ones, which are rarer, so their batches fill more slowly. With ``handling`` (the messages
+    being moderated now, these publishes included), nothing waits once no other message is on
+    its way to a publish: the last verdict of a burst sends every waiting batch, so a worker
+    between bursts publishes at once and a busy one in batches of ten.
 
     Order: ``publish`` returns once the inner sink accepted (or refused) the verdict, so a caller
     that awaits it before handling the next message of a FIFO group keeps the group's order.
     """
 
-    def __init__(self, inner: VerdictSink, *, linger: float = 0.02) -> None:
+    def __init__(
+        self,
+        inner: VerdictSink,
+        *,
+        linger: float = 0.02,
+        unsafe_linger: float | None = None,
+        handling: Callable[[], int] | None = None,
+    ) -> None:
+        self._handling = handling
+        self._outstanding = 0  # publications handed to a batcher and not yet answered
+        lingers = {"safe": linger, "unsafe": linger if unsafe_linger is None else unsafe_linger}
         self._batchers: dict[str, MicroBatcher[Publication, Exception | None]] = {
-            verdict: MicroBatcher(inner.publish, max_size=MAX_PUBLISH_BATCH, linger=linger)
-            for verdict in ("safe", "unsafe")
+            verdict: MicroBatcher(inner.publish, max_size=MAX_PUBLISH_BATCH, linger=wait)
+            for verdict, wait in lingers.items()
         }
 
     async def publish(self, publications: Sequence[Publication]) -> list[Exception | None]:
-        return list(
-            await asyncio.gather(
-                *(self._batchers[p.verdict.verdict].submit(p) for p in publications)
-            )
-        )
+        futures = []
+        counted = 0
+        try:
+            for publication in publications:
+                self._outstanding += 1  # before ``add``: it is here, not still coming
+                counted += 1
+                futures.append(self._batchers[publication.verdict.verdict].add(publication))
+            if self._nothing_else_coming():
+                for batcher in self._batchers.values():
+                    batcher.flush_now()
+            # Shielded: a caller that is cancelled still lets the batch complete for the others.
+            return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
+        finally:
+            self._outstanding -= counted
+
+    def _nothing_else_coming(self) -> bool:
+        """No message being moderated is still on its way to a publish."""
+        return self._handling is not None and self._handling() <= self._outstanding
 
     async def aclose(self) -> None:
         await asyncio.gather(*(batcher.aclose() for batcher in self._batchers.values()))

@@ -40,7 +40,10 @@ and Envoy's adaptive-concurrency filter do:
 
 The limit starts at ``initial`` (4) and is never above ``max_in_flight`` nor below
 ``min_limit``. ``receive_room()`` is how many more messages the runner may take: the limit plus a
-small prefetch (a quarter of it, at least 4), minus the calls running or waiting for a slot.
+prefetch, minus the calls running or waiting for a slot. The prefetch lets a receive ask for a
+full batch (ten: fewer SQS calls) while the messages already waiting keep every slot busy
+until it answers (a batch, or half the limit if more): a slot that frees with nothing waiting
+idles for a whole receive round trip.
 This module does no I/O; the clock is injected, so the tests drive it with a manual clock.
 """
 
@@ -76,8 +79,8 @@ class LimitPolicy:
     baseline_interval: float = 10.0
     baseline_samples: int = 5
     min_window: int = 3
-    prefetch_share: float = 0.25
-    min_prefetch: int = 4
+    receive_batch: int = 10
+    prefetch_share: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +149,16 @@ class AdaptiveLimit:
 
     def receive_room(self) -> int:
         """How many more messages the runner may take: limit + prefetch - running - waiting."""
-        limit = self.current
-        prefetch = max(self._policy.min_prefetch, math.ceil(limit * self._policy.prefetch_share))
-        return max(0, limit + prefetch - self._in_use - len(self._waiters))
+        return max(0, self.current + self.prefetch - self._in_use - len(self._waiters))
+
+    @property
+    def prefetch(self) -> int:
+        """Messages that may wait for a slot: enough that a full receive fits while the ones
+        already waiting keep every slot busy through its round trip (a batch, or half the limit
+        if that is more), plus that receive's batch."""
+        policy = self._policy
+        covering = max(policy.receive_batch, math.ceil(self.current * policy.prefetch_share))
+        return covering + policy.receive_batch
 
     def idle_slots(self) -> int:
         """Slots free now that no waiting call is about to take."""

@@ -126,6 +126,7 @@ class Moderator:
         self._policy = policy
         self._clock = clock
         self._cache = cache
+        self.handling = 0  # messages in ``handle`` now (read by the batching sink)
         self._model = ModelRef(
             backend=_backend_name(classifier.backend),
             endpoint=classifier.endpoint,
@@ -133,6 +134,13 @@ class Moderator:
         )
 
     async def handle(self, message: ReceivedMessage) -> Outcome:
+        self.handling += 1
+        try:
+            return await self._handle(message)
+        finally:
+            self.handling -= 1
+
+    async def _handle(self, message: ReceivedMessage) -> Outcome:
         try:
             request = decode_request(
                 message.body, max_conversation_chars=self._policy.max_conversation_chars

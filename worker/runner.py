@@ -88,7 +88,12 @@ class RunnerConfig:
     # On stop, how long a receive already in flight may still finish: a response on its way
     # carries messages that SQS has hidden, and they are released rather than stranded.
     receive_grace: float = 0.5
+    # How long a visibility change (a release) waits for others to share its call.
     batch_linger: float = 0.02
+    # How long a delete waits for others to share its call. A delete is not on any verdict's
+    # path (it follows the publish), so it can wait for a full batch of ten at a modest rate;
+    # the cost is a wider window in which a crash redelivers an already published message.
+    delete_linger: float = 0.25
     loop_lag_interval: float = 0.5
 
     def release_delay(self, receive_count: int) -> int:
@@ -169,12 +174,15 @@ class Runner:
         self._on_outcome = on_outcome
         self._stats = RunStats()
         self._leases: dict[str, Lease] = {}  # by receipt handle, only while held
+        # Held leases not yet settling, and those of them not started: what counts as room.
+        self._undecided = 0
+        self._not_started = 0
         self._groups: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._polling_ended = asyncio.Event()
         self._wake = asyncio.Event()  # set when the poll loop should look again
         self._busy_queue = False  # the last receive brought all it asked for
-        self._deletes = MicroBatcher(self._delete_batch, linger=config.batch_linger)
+        self._deletes = MicroBatcher(self._delete_batch, linger=config.delete_linger)
         self._visibility = MicroBatcher(self._visibility_batch, linger=config.batch_linger)
         self.last_poll = time.monotonic()  # the poll loop's progress, read by worker.health
 
@@ -304,13 +312,15 @@ class Runner:
 
     def _room(self) -> tuple[int, bool]:
         """Messages that may be received now (the free slots, less those not started yet), and
-        whether the endpoint has a slot that no message is waiting for."""
-        room = self._config.max_in_flight - len(self._leases)
+        whether the endpoint has a slot that no message is waiting for.
+
+        A message whose delete or release is under way no longer takes a slot: it is decided.
+        """
+        room = self._config.max_in_flight - self._undecided
         if self._gate is None:
             return room, True
-        not_started = sum(1 for lease in self._leases.values() if lease.stage is Stage.RECEIVED)
-        room = min(room, self._gate.receive_capacity() - not_started)
-        return room, self._gate.idle_slots() > not_started
+        room = min(room, self._gate.receive_capacity() - self._not_started)
+        return room, self._gate.idle_slots() > self._not_started
 
     async def _wait_for(self, polling: _Polling) -> None:
         """Until something changed: a receive ended, room was freed, or stop was requested.
@@ -367,6 +377,8 @@ class Runner:
         leases = [Lease(message) for message in batch]
         for lease in leases:
             self._leases[lease.message.receipt_handle] = lease
+        self._undecided += len(leases)
+        self._not_started += len(leases)
         return leases
 
     def _start(self, batch: Sequence[ReceivedMessage]) -> None:
@@ -403,6 +415,7 @@ class Runner:
             message_id=message.message_id, receive_count=message.receive_count
         ):
             lease.stage = Stage.MODERATING
+            self._not_started -= 1
             metrics.IN_FLIGHT.inc()
             try:
                 outcome = await self._handle(message)
@@ -429,10 +442,16 @@ class Runner:
     ) -> asyncio.Future[None]:
         """Stop the heartbeat for ``leases``, then run ``settle`` once their extensions landed.
 
-        The stage changes before this returns, so no later heartbeat tick picks them up.
+        The stage changes before this returns, so no later heartbeat tick picks them up, and
+        the room they took is free for the next receive.
         """
         for lease in leases:
+            if lease.stage is Stage.RECEIVED:
+                self._not_started -= 1
+            if lease.wants_heartbeat:  # received or moderating: not counted as decided yet
+                self._undecided -= 1
             lease.stage = Stage.SETTLING
+        self._wake.set()
         settlement = asyncio.ensure_future(self._settling(leases, settle))
         for lease in leases:
             lease.settlement = settlement
@@ -559,6 +578,8 @@ class Runner:
 
     async def _drain(self) -> None:
         """Finish in-flight work within the drain timeout, then release what is left."""
+        self._deletes.hurry()
+        self._visibility.hurry()
         if self._groups:
             log.info("draining", in_flight=len(self._leases))
             _, pending = await asyncio.wait(self._groups, timeout=self._config.drain_timeout)

@@ -26,6 +26,7 @@ DEFAULT_RELEASE_DELAY_MAX = 300.0
 # The retry deadline takes at most this share of the visibility timeout, leaving the rest for the
 # verdict's publish and the heartbeat's slack.
 _RETRY_SHARE_OF_VISIBILITY = 3
+_UNSAFE_LINGER_FACTOR = 5
 _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
@@ -152,7 +153,11 @@ class Settings(ModelSettings):
 
     # How long a verdict may wait for nine more of its topic before it is published anyway:
     # longer means fewer SNS calls (and less CPU) per message at low rates, and later verdicts.
-    publish_linger: float = Field(default=0.02, ge=0, le=1.0)
+    # Safe verdicts let posts through, so theirs is short; unsafe ones are rarer (a batch takes
+    # longer to fill) and hold back a post that is not shown anyway, so theirs is longer: five
+    # times the safe one unless set.
+    publish_linger: float = Field(default=0.05, ge=0, le=1.0)
+    unsafe_publish_linger: float = Field(default=_UNSAFE_LINGER_FACTOR * 0.05, ge=0, le=5.0)
 
     metrics_port: int = Field(default=9102, ge=0, le=65_535)
 
@@ -163,6 +168,7 @@ class Settings(ModelSettings):
         - retry deadline: a third of the visibility timeout, at most 20 s; a visibility timeout
           left unset grows to three times an explicit retry deadline (at least 60 s).
         - release delays: an unset maximum is at least the base; an unset base at most the max.
+        - the unsafe topic's publish linger: five times the safe topic's.
 
         Nothing else needs deriving: the drain timeout, the receive wait, the request timeout and
         the circuit's settings hold whatever the others are (the heartbeat keeps in-flight
@@ -180,6 +186,8 @@ class Settings(ModelSettings):
                 f"MODERATION_RETRY_DEADLINE ({self.retry_deadline:g}) must be shorter than "
                 f"MODERATION_VISIBILITY_TIMEOUT ({self.visibility_timeout})"
             )
+        if "unsafe_publish_linger" not in explicit:
+            self._derive("unsafe_publish_linger", _UNSAFE_LINGER_FACTOR * self.publish_linger)
         if "release_delay_max" not in explicit:
             self._derive(
                 "release_delay_max", max(DEFAULT_RELEASE_DELAY_MAX, self.release_delay_base)

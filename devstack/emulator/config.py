@@ -187,7 +187,8 @@ class EmulatorStats:
     ``faults_injected`` counts the fault plan's kinds as they were applied (``hang`` included,
     though a hung request still answers). ``admitted`` counts requests that got a serving slot;
     ``queued`` those of them that waited for it, ``queue_wait_seconds`` the time they waited in
-    all, and ``max_queue_length`` the longest the queue was.
+    all, and ``max_queue_length`` the longest the queue was. ``slot_seconds`` is how long serving
+    slots were held in all: divided by capacity x elapsed time, how busy the endpoint was.
     """
 
     requests: int = 0
@@ -198,6 +199,7 @@ class EmulatorStats:
     queue_length: int = 0
     max_queue_length: int = 0
     queue_wait_seconds: float = 0.0
+    slot_seconds: float = 0.0
     by_route: Counter[str] = field(default_factory=Counter)
     by_outcome: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
@@ -234,6 +236,7 @@ class EmulatorStats:
         self.queued = 0
         self.max_queue_length = self.queue_length
         self.queue_wait_seconds = 0.0
+        self.slot_seconds = 0.0
         self.by_route.clear()
         self.by_outcome.clear()
         self.faults_injected.clear()
@@ -249,6 +252,7 @@ class EmulatorStats:
             "queue_length": self.queue_length,
             "max_queue_length": self.max_queue_length,
             "queue_wait_seconds": self.queue_wait_seconds,
+            "slot_seconds": self.slot_seconds,
             "by_route": dict(self.by_route),
             "by_outcome": dict(self.by_outcome),
             "faults_injected": dict(self.faults_injected),

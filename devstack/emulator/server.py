@@ -123,33 +123,38 @@ class EmulatorState:
         allowed = self.config.endpoint_names
         if endpoint is not None and allowed is not None and endpoint not in allowed:
             raise Failure("endpoint_not_found")
-        async with self._admission():
+        async with self._admission() as admitted_at:
             fault = self.faults.draw(self.rng)
             if fault is not None:
                 self.stats.faults_injected[fault] += 1
                 await self._inject(fault, request)
             malformed = fault == "invalid_output"
             if vllm:
-                return await self._complete(request, malformed=malformed)
-            return await self._generate(request, malformed=malformed)
+                return await self._complete(request, admitted_at, malformed=malformed)
+            return await self._generate(request, admitted_at, malformed=malformed)
 
     @asynccontextmanager
-    async def _admission(self) -> AsyncIterator[None]:
-        """Hold a serving slot for the block; queue for one or be throttled when all are taken."""
+    async def _admission(self) -> AsyncIterator[float]:
+        """Hold a serving slot for the block; queue for one or be throttled when all are taken.
+
+        Yields when the slot was taken (``time.monotonic``); the time it was held is counted.
+        """
         capacity = self.config.capacity
         if capacity is None:
             self.stats.admitted_after(None)
-            yield
+            yield time.monotonic()
             return
         if self._admitted < capacity and not self._waiting:
             self._admitted += 1
             self.stats.admitted_after(None)
         else:
             await self._wait_for_slot()
+        admitted_at = time.monotonic()
         try:
-            yield
+            yield admitted_at
         finally:
             self._release_slot()
+            self.stats.slot_seconds += time.monotonic() - admitted_at
 
     async def _wait_for_slot(self) -> None:
         if len(self._waiting) >= self.config.queue_size:
@@ -202,7 +207,7 @@ class EmulatorState:
             raise Failure("server_error", outcome="disconnected")
 
     async def _generate(
-        self, request: web.Request, *, malformed: bool
+        self, request: web.Request, admitted_at: float, *, malformed: bool
     ) -> tuple[dict[str, object], str]:
         try:
             body = await request.read()
@@ -214,7 +219,7 @@ class EmulatorState:
             )
         except (web.HTTPRequestEntityTooLarge, TgiError) as exc:
             raise _container_failure(exc) from exc
-        completion, outcome = await self._answer(generate.inputs, malformed=malformed)
+        completion, outcome = await self._answer(generate.inputs, admitted_at, malformed=malformed)
         payload = generation_payload(
             generate,
             completion,
@@ -224,7 +229,7 @@ class EmulatorState:
         return payload, outcome
 
     async def _complete(
-        self, request: web.Request, *, malformed: bool
+        self, request: web.Request, admitted_at: float, *, malformed: bool
     ) -> tuple[dict[str, object], str]:
         """vLLM's /v1/completions: the same model behind the OpenAI protocol."""
         try:
@@ -238,15 +243,20 @@ class EmulatorState:
             )
         except (web.HTTPRequestEntityTooLarge, TgiError) as exc:
             raise _container_failure(exc) from exc
-        completion, outcome = await self._answer(completions.prompt, malformed=malformed)
+        completion, outcome = await self._answer(
+            completions.prompt, admitted_at, malformed=malformed
+        )
         payload = completions_payload(
             completions, completion, prompt_tokens=prompt_tokens, model=self.config.model_id
         )
         return payload, outcome
 
-    async def _answer(self, prompt: str, *, malformed: bool) -> tuple[Completion, str]:
-        """After the configured latency, the keyword rules' completion and the outcome to count."""
-        await self._pause(self._latency_seconds())
+    async def _answer(
+        self, prompt: str, admitted_at: float, *, malformed: bool
+    ) -> tuple[Completion, str]:
+        """The configured latency after admission (reading and parsing the request are part of
+        it, as a real server's are), then the keyword rules' completion and the outcome."""
+        await self._pause(self._latency_seconds() - (time.monotonic() - admitted_at))
         assessment = assess_prompt(prompt)
         broken = self.rng.choice(MALFORMED_ANSWERS) if malformed else None
         completion = render_completion(assessment, malformed=broken)

@@ -1,6 +1,7 @@
 """Publishing verdicts with few SNS calls: ``BatchingSink`` fills batches of ten per topic.
 
 The real SNS adapter talks to moto; botocore's event hooks on the real client count the calls.
+The tests of when a verdict stops waiting count the calls of the in-memory sink instead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from test_sns_sink_contract import PublishCalls, drain, make_verdict
 
+from devstack.fakes import InMemorySink
 from worker.adapters.sns import SnsSink
 from worker.batching import BatchingSink
 from worker.core.verdict import sns_message
@@ -134,3 +136,78 @@ async def test_awaited_publishes_of_one_fifo_group_reach_sns_in_order(
 
     sent = [json.loads(single["Message"])["id"] for single in calls.singles]
     assert sent == ["v-0", "v-1", "v-2"]
+
+
+async def test_each_topic_waits_for_its_own_linger(
+    sns_client: SNSClient, local_resources: LocalResources
+) -> None:
+    calls = PublishCalls(sns_client)
+    sink = BatchingSink(
+        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+        linger=0,
+        unsafe_linger=3_600,  # only the close can flush the unsafe batch
+    )
+    unsafe = asyncio.create_task(sink.publish([publication(1, unsafe=True)]))
+
+    assert await sink.publish([publication(2)]) == [None]
+
+    assert [topic_of([entry]) for entry in calls.singles] == [{"safe"}]
+    assert not unsafe.done()
+    await sink.aclose()
+    assert await unsafe == [None]
+    assert [topic_of([entry]) for entry in calls.singles] == [{"safe"}, {"unsafe"}]
+
+
+async def test_a_verdict_does_not_wait_when_no_other_message_is_being_moderated(
+    sns_client: SNSClient, local_resources: LocalResources
+) -> None:
+    calls = PublishCalls(sns_client)
+    sink = BatchingSink(
+        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+        linger=3_600,
+        handling=lambda: 1,  # only this message is being moderated
+    )
+
+    assert await asyncio.wait_for(sink.publish([publication(1)]), timeout=20) == [None]
+
+    assert len(calls.singles) == 1  # published at once, although the linger is an hour
+
+
+async def test_the_last_verdict_of_a_burst_sends_every_waiting_batch() -> None:
+    inner = InMemorySink()
+    sink = BatchingSink(inner, linger=3_600, unsafe_linger=3_600, handling=lambda: 3)
+    # Three messages being moderated: the first two verdicts wait for the third.
+    waiting = [
+        asyncio.create_task(sink.publish([publication(1)])),
+        asyncio.create_task(sink.publish([publication(2, unsafe=True)])),
+    ]
+    for _ in range(5):  # loop turns: both have reached their batches
+        await asyncio.sleep(0)
+    assert not any(task.done() for task in waiting)
+    assert inner.calls == 0
+
+    assert await asyncio.wait_for(sink.publish([publication(3)]), timeout=20) == [None]
+
+    assert [await task for task in waiting] == [[None], [None]]
+    assert inner.calls == 2  # one per topic
+    assert [p.verdict.id for p in inner.published["safe"]] == ["v-1", "v-3"]
+
+
+async def test_an_unsafe_verdict_waits_its_linger_while_others_are_being_moderated(
+    sns_client: SNSClient, local_resources: LocalResources
+) -> None:
+    calls = PublishCalls(sns_client)
+    sink = BatchingSink(
+        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+        linger=0,
+        unsafe_linger=3_600,
+        handling=lambda: 5,
+    )
+    unsafe = asyncio.create_task(sink.publish([publication(1, unsafe=True)]))
+    for _ in range(5):  # loop turns: it has reached its batch
+        await asyncio.sleep(0)
+
+    assert not unsafe.done()
+    assert calls.singles == []
+    await sink.aclose()
+    assert await unsafe == [None]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.report import Context, Figures, RunCheck, Timeline, plot_panels, render_markdown, rows
+from bench.report import (
+    Context,
+    EndpointView,
+    Figures,
+    RunCheck,
+    Timeline,
+    plot_panels,
+    render_markdown,
+    rows,
+)
 
 CONTEXT = Context(
     date="2026-11-30 12:00 UTC",
@@ -31,8 +40,8 @@ ON_TARGET = Figures(
     distinct_share=0.7,
     rss_in_flight_mb=100.0,
     peak_in_flight=256,
-    latency_p50_ms=10.0,
-    latency_p99_ms=50.0,
+    latency_p50_ms=50.0,
+    latency_p99_ms=150.0,
     long_run_messages=50_000,
     long_rss_early_mb=80.0,
     long_rss_end_mb=90.0,
@@ -130,3 +139,33 @@ def test_a_profile_is_added_as_its_own_section_when_taken() -> None:
 
 def test_no_profile_section_without_a_profile() -> None:
     assert "## Where the worker's CPU goes" not in render_markdown(ON_TARGET, CONTEXT)
+
+
+def test_added_latency_is_judged_on_its_median() -> None:
+    figures = dataclasses.replace(ON_TARGET, latency_p50_ms=51.0)
+
+    assert "p50 **51 ms**" in render_markdown(figures, CONTEXT)
+    assert _verdicts(figures).count("FAIL") == 1
+
+
+def test_what_limits_goodput_and_latency_is_shown_when_measured() -> None:
+    figures = dataclasses.replace(
+        ON_TARGET,
+        endpoint_views=(EndpointView("hard cap", 0.742, 52.5, 63.3, 8.0),),
+        latency_stages_ms=(25.0, 29.0, 3.0, 60.0),
+        unbatched_p50_ms=20.0,
+        unbatched_p99_ms=40.0,
+        unbatched_sns_calls=0.9,
+        batched_sns_calls=0.2,
+    )
+
+    document = render_markdown(figures, CONTEXT)
+
+    assert "## What limits goodput and latency" in document
+    assert "| hard cap | 74.2% | 52.5 ms | 63.3 ms | 8.0 |" in document
+    assert "sent → received by the worker 25 ms" in document
+    assert "decided → published 3 ms" in document
+    assert (
+        "`MODERATION_PUBLISH_LINGER=0` added latency is p50 20 ms, p99 40 ms, at 0.90" in document
+    )
+    assert "## What limits goodput and latency" not in render_markdown(ON_TARGET, CONTEXT)

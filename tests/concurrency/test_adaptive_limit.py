@@ -159,10 +159,17 @@ def test_the_baseline_is_remeasured_at_half_the_limit_every_interval() -> None:
 
 def test_receive_room_is_the_limit_and_a_prefetch_less_the_calls_running() -> None:
     limit, _ = limit_at(8)
-    assert limit.receive_room() == 8 + 4
+    # Prefetch: a batch that keeps the slots busy through a receive, and the receive's batch.
+    assert limit.prefetch == 10 + 10
+    assert limit.receive_room() == 8 + 20
     for _ in range(3):
         limit.try_acquire()
-    assert limit.receive_room() == 9
+    assert limit.receive_room() == 25
+
+
+def test_a_large_limit_prefetches_half_of_it_besides_a_batch() -> None:
+    limit, _ = limit_at(40)
+    assert limit.prefetch == 20 + 10
 
 
 async def test_waiting_callers_get_freed_slots_in_arrival_order() -> None:

@@ -62,6 +62,15 @@ async def test_time_spent_in_the_queue_is_counted(http: ClientSession) -> None:
     assert waited > 0.0
 
 
+async def test_the_time_slots_are_held_is_counted(http: ClientSession) -> None:
+    async with run_emulator(EmulatorConfig(capacity=2, queue_size=5, latency_ms=50)) as emu:
+        await asyncio.gather(*(_invoke(http, emu) for _ in range(3)))
+        held = emu.stats.slot_seconds
+
+    # Three calls, each holding its slot for at least the 50 ms service time.
+    assert held >= 3 * 0.05
+
+
 async def test_a_call_that_finds_the_queue_full_is_throttled(http: ClientSession) -> None:
     async with run_emulator(EmulatorConfig(capacity=1, queue_size=1, latency_ms=300)) as emu:
         answers = await asyncio.gather(*(_invoke(http, emu) for _ in range(4)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, default_taxonomy, load_taxonomy_text
 from worker.core.verdict import Flag
 from worker.pipeline import Ack, DeadLetter, ModerationPolicy, Moderator, RetryLater
-from worker.ports import ReceivedMessage, TraceContext
+from worker.ports import Publication, ReceivedMessage, TraceContext
 from worker.retrying import RetryingClassifier, RetryPolicy
 
 RECEIVED_AT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
@@ -85,6 +85,28 @@ async def test_safe_message_is_published_safe_and_acked(
     assert verdict.conversation_id == "room"
     assert verdict.received_at == RECEIVED_AT
     assert [p.verdict for p in sink.published["safe"]] == [verdict]
+
+
+async def test_messages_are_counted_as_handled_until_their_outcome(
+    make_moderator: MakeModerator, sink: InMemorySink
+) -> None:
+    moderator = make_moderator()
+    seen_while_publishing: list[int] = []
+    publish = sink.publish
+
+    async def counting_publish(publications: Sequence[Publication]) -> Sequence[Exception | None]:
+        seen_while_publishing.append(moderator.handling)
+        return await publish(publications)
+
+    sink.publish = counting_publish  # type: ignore[method-assign]
+    assert moderator.handling == 0
+
+    await moderator.handle(received({"id": "p-1", "content": "How do I bake bread?"}))
+    outcome = await moderator.handle(received("not json"))
+
+    assert seen_while_publishing == [1]
+    assert isinstance(outcome, DeadLetter)
+    assert moderator.handling == 0  # whatever the outcome, a handled message is no longer counted
 
 
 async def test_unsafe_message_names_its_categories_from_the_taxonomy(

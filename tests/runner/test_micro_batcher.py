@@ -73,6 +73,24 @@ async def test_close_flushes_what_is_still_lingering() -> None:
     assert await waiting == 40
 
 
+async def test_once_hurried_nothing_lingers() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        flushed.append(list(items))
+        return list(items)
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=10, linger=3_600)
+    waiting = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0)
+
+    batcher.hurry()
+
+    assert await waiting == 1  # what was pending goes at once
+    assert await asyncio.wait_for(batcher.submit(2), timeout=20) == 2  # and what comes later
+    assert flushed == [[1], [2]]
+
+
 @pytest.mark.parametrize("max_size", [1, 3])
 async def test_items_are_flushed_in_groups_of_at_most_max_size(max_size: int) -> None:
     groups: list[int] = []
@@ -86,3 +104,19 @@ async def test_items_are_flushed_in_groups_of_at_most_max_size(max_size: int) ->
     assert await asyncio.gather(*(batcher.submit(i) for i in range(7))) == list(range(7))
     assert sum(groups) == 7
     assert max(groups) == max_size
+
+
+async def test_flush_now_sends_what_waits_without_the_linger() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        flushed.append(list(items))
+        return list(items)
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=10, linger=3_600)
+    first, second = batcher.add(1), batcher.add(2)
+
+    batcher.flush_now()
+
+    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=20) == [1, 2]
+    assert flushed == [[1, 2]]

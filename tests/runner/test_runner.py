@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import pytest
 from structlog.testing import capture_logs
 from support.builders import make_verdict
+from support.conditions import wait_until
 
 from devstack.fakes import InMemorySource
 from worker.core.verdict import Verdict
@@ -78,6 +79,28 @@ async def test_acked_messages_are_deleted_in_batches() -> None:
     assert source.remaining() == 0
     assert sum(source.delete_sizes) == 25
     assert max(source.delete_sizes) == 10  # full batches: the SQS maximum, never above
+
+
+async def test_a_delete_waiting_for_its_batch_does_not_hold_a_slot() -> None:
+    source = CountingSource()
+    for index in range(2):
+        source.send(f"m{index}")
+    handler = ScriptedHandler()
+    # One slot, and deletes that wait for a full batch: the second message is moderated while
+    # the first one's delete still waits (a decided message takes no slot).
+    runner = Runner(source, handler, config(burst=False, max_in_flight=1, delete_linger=3_600))
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+
+    await wait_until(lambda: len(handler.handled) == 2)
+
+    assert source.delete_sizes == []
+    assert runner.footprint().pending_deletes == 2
+    stop.set()
+    stats = await asyncio.wait_for(running, timeout=20)
+    assert stats.acked == 2
+    assert source.delete_sizes == [2]  # one call for both, made by the drain
+    assert source.remaining() == 0
 
 
 async def test_dead_lettered_message_is_copied_with_its_reason_then_deleted() -> None:

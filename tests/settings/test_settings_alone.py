@@ -62,6 +62,7 @@ ALONE: Final[dict[str, str]] = {
     "MODERATION_CACHE_SIZE": "0",
     "MODERATION_CACHE_TTL": "60",
     "MODERATION_PUBLISH_LINGER": "0.1",
+    "MODERATION_UNSAFE_PUBLISH_LINGER": "2",
     "MODERATION_METRICS_PORT": "0",
     "MODERATION_LOG_FORMAT": "console",
     "MODERATION_LOG_CONTENT": "true",
@@ -147,6 +148,20 @@ def test_the_defaults_are_the_documented_ones(environment: pytest.MonkeyPatch) -
 
     assert (settings.visibility_timeout, settings.retry_deadline) == (60, 20)
     assert (settings.release_delay_base, settings.release_delay_max) == (5, 300)
+    assert (settings.publish_linger, settings.unsafe_publish_linger) == (0.05, 0.25)
+
+
+def test_the_unsafe_publish_linger_follows_the_safe_one(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("MODERATION_PUBLISH_LINGER", "0")
+
+    assert load_settings().unsafe_publish_linger == 0
+
+
+def test_an_unsafe_publish_linger_that_is_set_is_kept(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("MODERATION_PUBLISH_LINGER", "0.01")
+    environment.setenv("MODERATION_UNSAFE_PUBLISH_LINGER", "0.5")
+
+    assert load_settings().unsafe_publish_linger == 0.5
 
 
 def test_the_release_delay_maximum_follows_a_larger_base(environment: pytest.MonkeyPatch) -> None:
