@@ -135,10 +135,21 @@ def test_a_missing_verdict_fails_the_run_as_lost() -> None:
     assert not report.ok
 
 
-def test_a_wrong_verdict_fails_the_run() -> None:
-    wrong = [*EXPECTED_COPIES[:5], verdict_copy("chaos-000005")]  # "rob a bank" called safe
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        verdict_copy("chaos-000005"),  # "rob a bank" called safe
+        verdict_copy("chaos-000005", "unsafe", "O1"),  # unsafe, with the wrong category
+        verdict_copy("chaos-000000", "unsafe"),  # a safe text called unsafe, no category
+    ],
+    ids=["unsafe-called-safe", "wrong-category", "safe-called-unsafe"],
+)
+def test_a_wrong_verdict_fails_the_run(wrong: VerdictCopy) -> None:
+    verdicts = [copy for copy in EXPECTED_COPIES if copy.id != wrong.id]
 
-    assert report_of(wrong, dropped_publish_answers=0).problems() == ("wrong verdicts: 1",)
+    report = report_of([*verdicts, wrong], dropped_publish_answers=0)
+
+    assert report.problems() == ("wrong verdicts: 1",)
 
 
 def test_a_verdict_on_the_other_topic_fails_the_run_as_wrong() -> None:
