@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from structlog.testing import capture_logs
+from support.builders import AWS_TRACE_HEADER, TRACEPARENT
+from support.conditions import wait_until
 from worker_harness import (
-    AWS_TRACE_HEADER,
     RUN_TIMEOUT,
     SAFE_TEXT,
     SAGEMAKER_TGI,
     TIMESTAMP_PATTERN,
-    TRACEPARENT,
     UNSAFE_TEXT,
     VERDICT_KEYS,
     ModelRoute,
@@ -42,7 +42,6 @@ from worker_harness import (
     run_worker,
     send,
     send_many,
-    wait_until,
     wait_until_visible,
     worker_settings,
 )

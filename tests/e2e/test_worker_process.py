@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import pytest
+from support.conditions import wait_until
 from worker_harness import (
     ENDPOINT_NAME,
     SAFE_TEXT,
@@ -28,7 +29,6 @@ from worker_harness import (
     published_verdicts,
     queue_depth,
     send,
-    wait_until,
 )
 
 from devstack.chaos.proxy import run_fault_proxy

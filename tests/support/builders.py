@@ -9,7 +9,9 @@ from typing import Any, Final, Literal
 from devstack.chaos.report import VerdictCopy
 from worker.core.verdict import ModelRef, Verdict
 
-TRACEPARENT: Final = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACE_ID: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID: Final = "00f067aa0ba902b7"
+TRACEPARENT: Final = f"00-{TRACE_ID}-{PARENT_ID}-01"
 AWS_TRACE_HEADER: Final = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 MOMENT: Final = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
 MODEL: Final = ModelRef(
