@@ -15,13 +15,14 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import pytest
-from support.conditions import wait_until
+from support.conditions import CONDITION_TIMEOUT, wait_until
 from worker_harness import (
     ENDPOINT_NAME,
     SAFE_TEXT,
@@ -293,6 +294,11 @@ async def test_a_malformed_topic_arn_stops_start_up_with_exit_code_2_naming_it()
     assert "MODERATION_SAFE_TOPIC_ARN" in line
 
 
+async def scrape(session: aiohttp.ClientSession, port: int) -> str:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        return await response.text()
+
+
 async def test_the_worker_serves_prometheus_metrics_of_what_it_did(
     sqs_client: SQSClient,
     local_resources: LocalResources,
@@ -309,12 +315,10 @@ async def test_the_worker_serves_prometheus_metrics_of_what_it_did(
     acked = 'moderation_outcomes_total{outcome="ack"} 1.0'
     async with worker_process(environment) as child, aiohttp.ClientSession() as session:
         await child.wait_for_event("verdict_published")
-        exposition = ""
-        for _ in range(50):  # the ack is counted just after the verdict is logged
-            async with session.get(f"http://127.0.0.1:{unused_tcp_port}/metrics") as response:
-                exposition = await response.text()
-            if acked in exposition:
-                break
+        # The ack is counted just after the verdict is logged: scrape until it shows.
+        deadline = time.monotonic() + CONDITION_TIMEOUT
+        while acked not in (exposition := await scrape(session, unused_tcp_port)):
+            assert time.monotonic() < deadline, f"no ack counted: {exposition}"
             await asyncio.sleep(0.1)
         child.process.send_signal(signal.SIGTERM)
         assert await child.wait() == 0
