@@ -273,8 +273,8 @@ class EndlessPollSource(InMemorySource):
 # only for the receive grace before it abandons its long poll; the test asserts that mechanism
 # (the poll is cancelled, the grace is under the contract), not a measured time.
 IDLE_EXIT_CONTRACT_SECONDS = 2.0
-# Only a guard against a hang (a runner waiting out a 20 s long poll or heartbeat tick would
-# never return here: the poll above never ends). Not a performance figure.
+# Only a guard against a hang: the poll above never ends, so a runner that waited for it on
+# stop would never return. Not a performance figure.
 HANG_GUARD_SECONDS = 20.0
 
 
