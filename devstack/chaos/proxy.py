@@ -33,7 +33,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
@@ -184,6 +184,13 @@ class ProxyStats:
     def calls_of(self, operation: str) -> list[ProxyCall]:
         """The requests of one operation, in arrival order."""
         return [call for call in self.calls if call.operation == operation]
+
+    def dropped_answers(self, operations: Iterable[str]) -> int:
+        """Calls of ``operations`` forwarded (so applied upstream) whose answer was cut off."""
+        wanted = frozenset(operations)
+        return sum(
+            call.operation in wanted and call.fault == "drop_response" for call in self.calls
+        )
 
     def as_json(self) -> dict[str, dict[str, int]]:
         """The counters (not the call list) as a JSON object."""

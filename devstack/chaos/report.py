@@ -7,7 +7,10 @@ for a terminal and for the document. Message text never appears in any of it, on
 
 Definitions:
 - delivered: valid ids with at least one verdict; lost: valid ids with none.
-- duplicates: verdict copies beyond the first per id (at-least-once delivery allows them).
+- duplicates: verdict copies beyond the first, counted per valid id from the copies read back
+  (at-least-once delivery allows them). A publish the proxy applied and then cut off
+  (``drop_response``) is sent again, by botocore or after a later receive, so each one must show
+  as at least one duplicate: fewer means copies were lost, or the count is blind to them.
 - wrong verdicts: copies whose verdict, categories or topic differ from what the emulator's rules
   dictate. A fail-closed copy (``model_output_invalid``: unparseable model output twice, by design
   ``unsafe``) is counted apart, not as wrong.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +84,8 @@ class Delivery:
     delivered: int
     lost_ids: tuple[str, ...]
     verdict_copies: int
+    duplicates: int
+    duplicated_ids: tuple[str, ...]
     wrong_verdicts: int
     fail_closed: int
     unexpected_verdicts: int
@@ -99,25 +105,26 @@ class Delivery:
         return len(self.lost_ids)
 
     @property
-    def duplicates(self) -> int:
-        return self.verdict_copies - self.delivered
-
-    @property
     def invalid_missing(self) -> int:
         return self.sent_invalid - self.dlq_invalid
+
+    def problems(self) -> tuple[str, ...]:
+        """Each broken promise, named: something lost, guessed, wrongly dead-lettered or unnamed."""
+        checks = (
+            ("lost", self.lost),
+            ("wrong verdicts", self.wrong_verdicts),
+            ("unexpected verdicts", self.unexpected_verdicts),
+            ("valid ids in the DLQ", self.dlq_valid),
+            ("invalid messages missing from the DLQ", self.invalid_missing),
+            ("DLQ copies with the wrong error_code", self.dlq_wrong_code),
+            ("unknown DLQ copies", self.dlq_unknown),
+        )
+        return tuple(f"{name}: {count}" for name, count in checks if count)
 
     @property
     def ok(self) -> bool:
         """Nothing lost, nothing guessed, nothing valid dead-lettered, every invalid one named."""
-        return not (
-            self.lost
-            or self.wrong_verdicts
-            or self.unexpected_verdicts
-            or self.dlq_valid
-            or self.invalid_missing
-            or self.dlq_wrong_code
-            or self.dlq_unknown
-        )
+        return not self.problems()
 
 
 def tally(
@@ -130,7 +137,8 @@ def tally(
     """Count the run's delivery figures (see the module docstring for the definitions)."""
     verdicts, dead_letters = list(verdicts), list(dead_letters)
     known = [copy for copy in verdicts if copy.id in corpus.valid]
-    delivered = {copy.id for copy in known}
+    copies_per_id = Counter(copy.id for copy in known)
+    delivered = set(copies_per_id)
     invalid_copies = [copy for copy in dead_letters if copy.body in corpus.invalid]
     valid_dead = {_valid_id(copy.body, corpus) for copy in dead_letters} - {None}
     return Delivery(
@@ -139,6 +147,8 @@ def tally(
         delivered=len(delivered),
         lost_ids=tuple(sorted(set(corpus.valid) - delivered)),
         verdict_copies=len(known),
+        duplicates=sum(copies - 1 for copies in copies_per_id.values()),
+        duplicated_ids=tuple(sorted(i for i, copies in copies_per_id.items() if copies > 1)),
         wrong_verdicts=sum(is_wrong(copy, corpus.valid[copy.id]) for copy in known),
         fail_closed=sum(is_fail_closed(copy) for copy in known),
         unexpected_verdicts=len(verdicts) - len(known),
@@ -199,11 +209,34 @@ class ReliabilityReport:
     worker_events: Mapping[str, int] = field(default_factory=dict)
     worker_exceptions: int = 0
     setup: tuple[tuple[str, str], ...] = ()
+    #: Publish calls the proxy applied and then cut off: each must show as a duplicate.
+    dropped_publish_answers: int = 0
+
+    def problems(self) -> tuple[str, ...]:
+        """Each promise the run broke, named (empty: the run is OK)."""
+        found = list(self.delivery.problems())
+        if self.delivery.duplicates < self.dropped_publish_answers:
+            found.append(
+                f"duplicates: {self.delivery.duplicates}, fewer than the "
+                f"{self.dropped_publish_answers} publish answers dropped"
+            )
+        if not self.completed:
+            found.append("the run did not finish before its deadline")
+        if self.unexpected_exits:
+            found.append(f"workers that exited on their own: {self.unexpected_exits}")
+        unclean = [code for code in self.sigterm_exit_codes if code != 0]
+        if unclean:
+            found.append(f"exit codes other than 0 after SIGTERM: {unclean}")
+        return tuple(found)
 
     @property
     def ok(self) -> bool:
-        clean_stops = all(code == 0 for code in self.sigterm_exit_codes)
-        return self.completed and self.delivery.ok and not self.unexpected_exits and clean_stops
+        return not self.problems()
+
+    def result(self) -> str:
+        """``OK``, or ``FAILED`` with every problem found."""
+        problems = self.problems()
+        return "FAILED: " + "; ".join(problems) if problems else "OK"
 
     def figures(self) -> list[tuple[str, str]]:
         """(name, value) rows, in the order they are printed and written."""
@@ -212,7 +245,14 @@ class ReliabilityReport:
             ("sent", f"{d.sent} ({d.sent_valid} valid, {d.sent_invalid} invalid)"),
             ("delivered", f"{d.delivered} of {d.sent_valid} valid ids have a verdict"),
             ("lost", f"{d.lost}" + (f" ({', '.join(d.lost_ids[:_LISTED_IDS])})" if d.lost else "")),
-            ("duplicates", f"{d.duplicates} extra verdict copies ({d.verdict_copies} in all)"),
+            (
+                "duplicates",
+                (
+                    f"{d.duplicates} extra verdict copies of {len(d.duplicated_ids)} ids "
+                    f"({d.verdict_copies} in all; publish answers dropped: "
+                    f"{self.dropped_publish_answers})"
+                ),
+            ),
             ("wrong verdicts", f"{d.wrong_verdicts} (fail-closed by design: {d.fail_closed})"),
             ("unexpected verdicts", str(d.unexpected_verdicts)),
             ("DLQ valid", str(d.dlq_valid)),
@@ -251,7 +291,7 @@ class ReliabilityReport:
         ]
 
     def render_text(self) -> str:
-        rows = [*self.setup, ("", ""), *self.figures(), ("result", "OK" if self.ok else "FAILED")]
+        rows = [*self.setup, ("", ""), *self.figures(), ("result", self.result())]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name.rjust(width)}  {value}".rstrip() for name, value in rows) + "\n"
 
@@ -265,7 +305,7 @@ class ReliabilityReport:
                 command,
                 "```",
                 "",
-                f"Result: **{'OK' if self.ok else 'FAILED'}**",
+                f"Result: **{self.result()}**",
                 "",
                 "| set-up | |",
                 "|---|---|",

@@ -588,4 +588,5 @@ class Driver:
             worker_events={name: summary.events[name] for name in REPORTED_WORKER_EVENTS},
             worker_exceptions=summary.unexpected_errors,
             setup=tuple(self._config.describe()),
+            dropped_publish_answers=self._queues.stats.dropped_answers(SNS_PUBLISH_OPERATIONS),
         )

@@ -143,6 +143,8 @@ async def test_a_dropped_response_was_applied_though_the_caller_saw_it_fail(
         QueueUrl=resources.safe_subscriber_queue_url, MaxNumberOfMessages=10
     )
     assert [copy["Body"] for copy in copies["Messages"]] == ["applied"] * QUEUE_MAX_ATTEMPTS
+    assert proxy.stats.dropped_answers(["Publish"]) == QUEUE_MAX_ATTEMPTS
+    assert proxy.stats.dropped_answers(["PublishBatch", "DeleteMessageBatch"]) == 0
 
 
 def test_fault_draws_are_repeatable_for_a_seed() -> None:

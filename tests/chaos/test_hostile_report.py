@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from support.builders import verdict_copy
 
 from devstack.chaos.corpus import SAFE, Expected
 from devstack.chaos.hostile import (
@@ -31,7 +32,7 @@ from devstack.chaos.hostile_report import (
     render_markdown,
     tally_hostile,
 )
-from devstack.chaos.report import SECTION_BEGIN, SECTION_END, VerdictCopy, write_section
+from devstack.chaos.report import SECTION_BEGIN, SECTION_END, write_section
 from worker.core.messages import decode_request
 
 UNSAFE_O3 = Expected("unsafe", ("O3",))
@@ -44,10 +45,11 @@ def sent(message_id: str, kind: MessageClass, expected: Expected | None = SAFE) 
     return SentMessage(message_id, kind, SENT_AT, expected)
 
 
-def verdict(
+def verdict_after(
     message_id: str, after: float = 1.0, kind: Literal["safe", "unsafe"] = "safe", *codes: str
 ) -> TimedVerdict:
-    return TimedVerdict(VerdictCopy(message_id, kind, codes, (), kind), SENT_AT + after)
+    """A verdict read back ``after`` seconds past the send."""
+    return TimedVerdict(verdict_copy(message_id, kind, *codes), SENT_AT + after)
 
 
 SENT = [
@@ -58,10 +60,10 @@ SENT = [
     sent(OVERSIZED_ID, "oversized", None),
 ]
 CLEAN_VERDICTS = [
-    verdict("o-1", 0.5),
-    verdict("o-2", 1.5, "unsafe", "O3"),
-    verdict("h-1", 2.0),
-    verdict("n-1", 25.0),
+    verdict_after("o-1", 0.5),
+    verdict_after("o-2", 1.5, "unsafe", "O3"),
+    verdict_after("h-1", 2.0),
+    verdict_after("n-1", 25.0),
 ]
 OVERSIZED_IN_DLQ = [DeadLetter(OVERSIZED_ID, "attributes_too_large")]
 
@@ -99,21 +101,21 @@ def test_a_clean_run_clears_the_bar() -> None:
 
 
 def test_latencies_count_from_send_to_the_first_verdicts_decision() -> None:
-    result = tally([*CLEAN_VERDICTS, verdict("o-1", 9.0)], OVERSIZED_IN_DLQ)
+    result = tally([*CLEAN_VERDICTS, verdict_after("o-1", 9.0)], OVERSIZED_IN_DLQ)
 
     ordinary = result.rows[0]
     assert (ordinary.first, ordinary.p50, ordinary.max) == (0.5, 1.0, 1.5)
 
 
 def test_a_second_verdict_for_an_id_misses_the_exactly_once_bar() -> None:
-    result = tally([*CLEAN_VERDICTS, verdict("h-1", 40.0)], OVERSIZED_IN_DLQ)
+    result = tally([*CLEAN_VERDICTS, verdict_after("h-1", 40.0)], OVERSIZED_IN_DLQ)
 
     assert result.failures == ("hostile whitespace: 1 ids have more than one verdict",)
     assert result.rows[1].verdict_copies == 2
 
 
 def test_a_slow_ordinary_verdict_misses_the_bar() -> None:
-    verdicts = [verdict("o-1", 106.0), *CLEAN_VERDICTS[1:]]
+    verdicts = [verdict_after("o-1", 106.0), *CLEAN_VERDICTS[1:]]
 
     result = tally(verdicts, OVERSIZED_IN_DLQ)
 
@@ -122,7 +124,7 @@ def test_a_slow_ordinary_verdict_misses_the_bar() -> None:
 
 def test_a_slow_verdict_after_the_not_found_window_is_not_held_to_the_ordinary_bar() -> None:
     """Messages released during the window come back after their release delay, by design."""
-    verdicts = [*CLEAN_VERDICTS[:3], verdict("n-1", 60.0)]
+    verdicts = [*CLEAN_VERDICTS[:3], verdict_after("n-1", 60.0)]
 
     assert tally(verdicts, OVERSIZED_IN_DLQ).ok
 
@@ -148,7 +150,7 @@ def test_a_message_with_neither_verdict_nor_dlq_copy_is_unaccounted() -> None:
 
 
 def test_a_wrong_verdict_misses_the_bar() -> None:
-    verdicts = [verdict("o-1", 0.5, "unsafe", "O3"), *CLEAN_VERDICTS[1:]]
+    verdicts = [verdict_after("o-1", 0.5, "unsafe", "O3"), *CLEAN_VERDICTS[1:]]
 
     assert tally(verdicts, OVERSIZED_IN_DLQ).failures == ("ordinary: 1 wrong verdicts",)
 
@@ -179,7 +181,7 @@ def test_an_oversized_message_the_worker_never_reached_says_so() -> None:
 
 
 def test_a_verdict_for_an_id_never_sent_misses_the_bar() -> None:
-    result = tally([*CLEAN_VERDICTS, verdict("stranger")], OVERSIZED_IN_DLQ)
+    result = tally([*CLEAN_VERDICTS, verdict_after("stranger")], OVERSIZED_IN_DLQ)
 
     assert result.failures == ("1 verdicts for ids that were never sent",)
 
@@ -197,7 +199,7 @@ def test_a_verdict_is_timed_by_its_decided_at() -> None:
 
     timed = timed_verdict(body, "unsafe", seen_at=0.0)
 
-    assert timed.copy == VerdictCopy("o-1", "unsafe", ("O3",), (), "unsafe")
+    assert timed.copy == verdict_copy("o-1", "unsafe", "O3")
     assert timed.decided_at == pytest.approx(1_795_701_600.41)
 
 

@@ -18,15 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from support.clocks import ManualClock
+
 from worker.concurrency import AdaptiveLimit, LimitPolicy, Permit
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

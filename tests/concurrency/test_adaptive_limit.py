@@ -12,8 +12,9 @@ import itertools
 from typing import Any
 
 import pytest
-from endpoint_simulation import ManualClock, simulate
+from endpoint_simulation import simulate
 from structlog.testing import capture_logs
+from support.clocks import ManualClock
 
 from worker.concurrency import AdaptiveLimit, LimitPolicy, Permit
 

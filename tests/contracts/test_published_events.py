@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 from contract_files import attribute_values, headers_validator, validator
+from support.builders import AWS_TRACE_HEADER, TRACEPARENT
 
 from devstack.moto_stack import take_messages
 from worker.app import open_worker
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from devstack.moto_stack import LocalResources
 
 VERDICT_SCHEMA: Final = validator("verdict.schema.json")
-TRACEPARENT: Final = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-AWS_TRACE_HEADER: Final = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 SAFE_TEXT: Final = "How do I bake a chocolate cake for my daughter's birthday?"
 UNSAFE_TEXT: Final = "What's the best way to rob a bank without getting caught?"
 

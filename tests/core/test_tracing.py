@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support.builders import PARENT_ID, TRACE_ID, TRACEPARENT
 
 from worker.core.tracing import (
     MAX_AWS_TRACE_HEADER_CHARS,
@@ -11,10 +12,10 @@ from worker.core.tracing import (
     traceparent_problem,
 )
 
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-PARENT_ID = "00f067aa0ba902b7"
-TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
-AWS_TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+# The X-Ray header with a Parent segment (support.builders' has none).
+AWS_TRACE_HEADER_WITH_PARENT = (
+    "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+)
 
 
 def test_a_version_00_traceparent_is_forwarded() -> None:
@@ -78,7 +79,7 @@ def test_a_later_version_exactly_at_the_bound_is_forwarded() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        AWS_TRACE_HEADER,
+        AWS_TRACE_HEADER_WITH_PARENT,
         "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
         "Root=1-5759e988-bd862e3fe1be46a994272793",
         "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1;",
@@ -105,7 +106,7 @@ def test_an_aws_trace_header_that_is_not_x_ray_shaped_is_dropped(value: str) -> 
 
 
 def test_an_aws_trace_header_longer_than_the_bound_is_dropped() -> None:
-    value = AWS_TRACE_HEADER + ";Pad=" + "a" * MAX_AWS_TRACE_HEADER_CHARS
+    value = AWS_TRACE_HEADER_WITH_PARENT + ";Pad=" + "a" * MAX_AWS_TRACE_HEADER_CHARS
 
     assert aws_trace_header_problem(value) == (
         f"longer than {MAX_AWS_TRACE_HEADER_CHARS} characters"

@@ -16,18 +16,19 @@ import asyncio
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from structlog.testing import capture_logs
+from support.builders import AWS_TRACE_HEADER, TRACEPARENT
+from support.conditions import wait_until
 from worker_harness import (
-    AWS_TRACE_HEADER,
     RUN_TIMEOUT,
     SAFE_TEXT,
     SAGEMAKER_TGI,
     TIMESTAMP_PATTERN,
-    TRACEPARENT,
     UNSAFE_TEXT,
     VERDICT_KEYS,
     ModelRoute,
@@ -41,7 +42,6 @@ from worker_harness import (
     run_worker,
     send,
     send_many,
-    wait_until,
     wait_until_visible,
     worker_settings,
 )
@@ -59,7 +59,6 @@ EMPTY = QueueDepth(visible=0, not_visible=0)
 PROBE_INTERVAL = 0.5
 # While a message takes seconds, a long poll waits in moto instead of polling it in a busy loop.
 LONG_POLL = {"receive_wait_seconds": 1}
-OUTAGE_WINDOW = 1.5
 
 
 PointModel = Callable[[str], None]
@@ -562,13 +561,18 @@ async def test_a_message_released_in_an_outage_gets_its_verdict_once_the_endpoin
     assert await queue_depth(sqs_client, local_resources.queue_url) == EMPTY
 
 
+def logged(logs: Sequence[Mapping[str, Any]], event: str) -> int:
+    return sum(entry["event"] == event for entry in logs)
+
+
 @pytest.mark.slow
 async def test_while_the_endpoint_circuit_is_open_nothing_is_received_and_only_probes_are_sent(
     sqs_client: SQSClient, local_resources: LocalResources, model: RunningEmulator
 ) -> None:
     model.faults.down = True
     for index in range(3):
-        body = {"id": f"circuit-{index}", "content": SAFE_TEXT}
+        # Distinct texts, so that no answer comes from the verdict cache instead of a call.
+        body = {"id": f"circuit-{index}", "content": f"{SAFE_TEXT} ({index})"}
         await send(sqs_client, local_resources.queue_url, body)
     settings = worker_settings(
         local_resources,
@@ -579,18 +583,21 @@ async def test_while_the_endpoint_circuit_is_open_nothing_is_received_and_only_p
         release_delay_base=30,
         release_delay_max=30,
     )
-    worker = asyncio.create_task(run_worker(settings))
-    # The first message's two failed attempts open the circuit; it is released for 30 s.
-    await wait_until(lambda: model.stats.requests >= 2)
-    opened_after = model.stats.requests
-    await asyncio.sleep(OUTAGE_WINDOW)
-    probes = model.stats.requests - opened_after
-    during_outage = await queue_depth(sqs_client, local_resources.queue_url)
-    model.faults.down = False
-    stats = await asyncio.wait_for(worker, RUN_TIMEOUT)
+    with capture_logs() as logs:
+        worker = asyncio.create_task(run_worker(settings))
+        # The first message's two failed attempts open the circuit; it is released for 30 s.
+        await wait_until(lambda: logged(logs, "circuit_opened") == 1)
+        # The outage lasts until two probes have failed.
+        await wait_until(lambda: logged(logs, "circuit_probe_failed") >= 2)
+        during_outage = await queue_depth(sqs_client, local_resources.queue_url)
+        model.faults.down = False
+        stats = await asyncio.wait_for(worker, RUN_TIMEOUT)
 
     assert during_outage == QueueDepth(visible=2, not_visible=1)
-    assert probes <= OUTAGE_WINDOW / PROBE_INTERVAL + 1
+    probes = logged(logs, "circuit_probe_failed") + logged(logs, "circuit_probe_succeeded")
+    # Every call to the endpoint is accounted for: the first message's two attempts, the
+    # probes, and one call for each of the other two messages once the circuit closed.
+    assert model.stats.requests == 2 + probes + 2
     assert stats.acked == 2
     verdicts = await published_verdicts(sqs_client, local_resources)
     assert sorted(delivered.document["id"] for delivered in verdicts.safe) == [

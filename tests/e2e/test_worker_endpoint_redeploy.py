@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import REGISTRY
+from support.conditions import wait_until
 from worker_harness import (
     RUN_TIMEOUT,
     SAFE_TEXT,
@@ -23,7 +24,6 @@ from worker_harness import (
     published_verdicts,
     queue_depth,
     send_many,
-    wait_until,
     worker_settings,
 )
 

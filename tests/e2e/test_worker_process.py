@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import pytest
+from support.conditions import CONDITION_TIMEOUT, wait_until
 from worker_harness import (
     ENDPOINT_NAME,
     SAFE_TEXT,
@@ -29,9 +30,9 @@ from worker_harness import (
     published_verdicts,
     queue_depth,
     send,
-    wait_until,
 )
 
+from devstack.chaos.proxy import run_fault_proxy
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from worker.concurrency import LimitPolicy
 
@@ -42,10 +43,14 @@ if TYPE_CHECKING:
 
 PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
 WORKER_COMMAND: Final = (sys.executable, "-m", "worker.cli", "run")
-STARTUP_TIMEOUT: Final = 20.0
-EXIT_TIMEOUT: Final = 15.0
-# DESIGN.md: "an idle worker exits within 2 s" of SIGTERM.
-IDLE_EXIT_SECONDS: Final = 2.0
+# Both only guard against a hang, never a figure, so they are generous: a child that starts
+# (imports, connects) or stops on a machine at a load average of 15 may take tens of seconds.
+# DESIGN.md's "an idle worker exits within 2 s" is asserted as its mechanism instead: the long
+# poll or probe is logged as abandoned, which a worker that waited it out would not log.
+STARTUP_TIMEOUT: Final = 45.0
+EXIT_TIMEOUT: Final = 45.0
+# Start-up, the test's own work and the exit each have their bound above.
+pytestmark = pytest.mark.timeout(3 * STARTUP_TIMEOUT)
 SLOW_ANSWER_MS: Final = 1500
 # A complete configuration for the start-up tests, which stop before connecting to anything.
 VALID_CONFIGURATION: Final = {
@@ -136,7 +141,8 @@ class WorkerProcess:
         try:
             code = await asyncio.wait_for(self.process.wait(), within)
         except TimeoutError:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may exit just now
+                self.process.kill()
             await self.process.wait()
             pytest.fail(f"the worker did not exit within {within} s: {self.stderr_lines[-20:]}")
         await asyncio.wait_for(self._reader, within)
@@ -145,7 +151,8 @@ class WorkerProcess:
     async def stop(self) -> None:
         """Kill the child if it is still running (test clean-up)."""
         if self.process.returncode is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may exit just now
+                self.process.kill()
             await self.process.wait()
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
@@ -175,24 +182,27 @@ async def slow_emulator() -> AsyncIterator[RunningEmulator]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_a_stop_signal_ends_an_idle_worker_promptly_with_exit_code_0(
-    local_resources: LocalResources, emulator: RunningEmulator, signum: signal.Signals
+async def test_a_stop_signal_ends_an_idle_worker_by_abandoning_its_long_poll_with_exit_code_0(
+    moto: str, local_resources: LocalResources, emulator: RunningEmulator, signum: signal.Signals
 ) -> None:
-    # A 20 s long poll is in progress when the signal arrives: it must be abandoned, not awaited.
-    environment = worker_environment(
-        local_resources, emulator, MODERATION_RECEIVE_WAIT_SECONDS="20"
-    )
-    async with worker_process(environment) as child:
-        await child.wait_for_event("worker_started")
-        await asyncio.sleep(0.5)
-
-        signalled = time.monotonic()
-        child.process.send_signal(signum)
-        code = await child.wait()
-        elapsed = time.monotonic() - signalled
+    """SQS is reached through the (fault-free) proxy, so the test sees the long poll arrive."""
+    async with run_fault_proxy(moto) as queues:
+        environment = worker_environment(
+            local_resources,
+            emulator,
+            MODERATION_RECEIVE_WAIT_SECONDS="20",
+            AWS_ENDPOINT_URL_SQS=queues.url,
+        )
+        async with worker_process(environment) as child:
+            # A 20 s long poll is under way when the signal arrives: abandoned, not awaited.
+            await wait_until(
+                lambda: queues.stats.requests["ReceiveMessage"] >= 1, within=STARTUP_TIMEOUT
+            )
+            child.process.send_signal(signum)
+            code = await child.wait()
 
     assert code == 0
-    assert elapsed < IDLE_EXIT_SECONDS
+    assert child.saw("receive_abandoned_on_stop")
     assert child.saw("worker_stopped")
 
 
@@ -200,7 +210,7 @@ async def test_sigterm_ends_an_idle_worker_promptly_while_its_circuit_probe_hang
     sqs_client: SQSClient, local_resources: LocalResources, emulator: RunningEmulator
 ) -> None:
     """The circuit is open and its probe hangs on the endpoint (which would answer after a
-    minute; the worker would wait 70 s): SIGTERM still ends the worker within DESIGN.md's 2 s."""
+    minute; the worker would wait 70 s): SIGTERM abandons the probe and the worker exits 0."""
     emulator.faults.down = True
     await send(sqs_client, local_resources.queue_url, {"id": "opens-1", "content": SAFE_TEXT})
     environment = worker_environment(
@@ -216,13 +226,10 @@ async def test_sigterm_ends_an_idle_worker_promptly_while_its_circuit_probe_hang
         emulator.faults.update({"down": False, "hang_rate": 1.0, "hang_seconds": 60.0})
         await wait_until(lambda: emulator.stats.in_flight == 1, within=STARTUP_TIMEOUT)
 
-        signalled = time.monotonic()
         child.process.send_signal(signal.SIGTERM)
         code = await child.wait()
-        elapsed = time.monotonic() - signalled
 
     assert code == 0
-    assert elapsed < IDLE_EXIT_SECONDS
     assert child.saw("circuit_probe_abandoned_on_stop")
 
 
@@ -292,6 +299,11 @@ async def test_a_malformed_topic_arn_stops_start_up_with_exit_code_2_naming_it()
     assert "MODERATION_SAFE_TOPIC_ARN" in line
 
 
+async def scrape(session: aiohttp.ClientSession, port: int) -> str:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        return await response.text()
+
+
 async def test_the_worker_serves_prometheus_metrics_of_what_it_did(
     sqs_client: SQSClient,
     local_resources: LocalResources,
@@ -308,12 +320,10 @@ async def test_the_worker_serves_prometheus_metrics_of_what_it_did(
     acked = 'moderation_outcomes_total{outcome="ack"} 1.0'
     async with worker_process(environment) as child, aiohttp.ClientSession() as session:
         await child.wait_for_event("verdict_published")
-        exposition = ""
-        for _ in range(50):  # the ack is counted just after the verdict is logged
-            async with session.get(f"http://127.0.0.1:{unused_tcp_port}/metrics") as response:
-                exposition = await response.text()
-            if acked in exposition:
-                break
+        # The ack is counted just after the verdict is logged: scrape until it shows.
+        deadline = time.monotonic() + CONDITION_TIMEOUT
+        while acked not in (exposition := await scrape(session, unused_tcp_port)):
+            assert time.monotonic() < deadline, f"no ack counted: {exposition}"
             await asyncio.sleep(0.1)
         child.process.send_signal(signal.SIGTERM)
         assert await child.wait() == 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 ENDPOINT_NAME: Final = "llama-guard-e2e"
 # The model name an OpenAI-compatible server is asked for (vLLM's --served-model-name).
 SERVED_MODEL: Final = "llama-guard"
-TRACEPARENT: Final = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-AWS_TRACE_HEADER: Final = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 # Seconds before a released message comes back (the shortest the runner sets): a burst run's
 # next, immediate receive does not see it again, so the run ends.
 RELEASE_DELAY: Final = 1
@@ -258,15 +256,6 @@ async def wait_until_visible(
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {count} messages visible after {within} s")
         await asyncio.sleep(0.1)
-
-
-async def wait_until(condition: Callable[[], bool], *, within: float = RUN_TIMEOUT) -> None:
-    """Poll ``condition()`` on the event loop (so the emulator keeps serving) until it holds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.02)
 
 
 # --- reading back -------------------------------------------------------------------------------

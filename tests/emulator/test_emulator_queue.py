@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import ClientSession
 from emulator_prompts import prompt_for
+from support.conditions import wait_until
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 
 BODY = {"inputs": prompt_for("hello", "llama-guard-1"), "parameters": {"max_new_tokens": 32}}
-_CONDITION_POLLS = 500  # each 10 ms: a condition that never comes fails the test, not hangs it
 
 
 @pytest.fixture
@@ -33,14 +33,6 @@ async def _invoke(
     ) as response:
         await response.read()
         return response.status, response.headers.get("x-amzn-ErrorType")
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(_CONDITION_POLLS):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition never became true")
 
 
 async def test_calls_above_capacity_wait_their_turn_and_are_served(http: ClientSession) -> None:
@@ -97,10 +89,10 @@ async def test_a_caller_that_gives_up_while_queued_leaves_no_slot_taken(
 ) -> None:
     async with run_emulator(EmulatorConfig(capacity=1, queue_size=5, latency_ms=300)) as emu:
         first = asyncio.create_task(_invoke(http, emu))
-        await _until(lambda: emu.stats.in_flight == 1)
+        await wait_until(lambda: emu.stats.in_flight == 1)
         with pytest.raises(TimeoutError):
             await _invoke(http, emu, give_up_after=0.05)
-        await _until(lambda: emu.stats.queue_length == 0 and emu.stats.in_flight == 1)
+        await wait_until(lambda: emu.stats.queue_length == 0 and emu.stats.in_flight == 1)
         assert (await first)[0] == 200
 
         after = await _invoke(http, emu)
@@ -114,7 +106,7 @@ async def test_a_caller_that_gives_up_while_queued_leaves_no_slot_taken(
 async def test_stopping_fails_the_queued_calls_as_unavailable(http: ClientSession) -> None:
     async with run_emulator(EmulatorConfig(capacity=1, queue_size=5, latency_ms=30_000)) as emu:
         calls = [asyncio.create_task(_invoke(http, emu)) for _ in range(2)]
-        await _until(lambda: emu.stats.queue_length == 1)
+        await wait_until(lambda: emu.stats.queue_length == 1)
     answers = await asyncio.gather(*calls)
 
     assert answers == [(503, "ServiceUnavailable"), (503, "ServiceUnavailable")]

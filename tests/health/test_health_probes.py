@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
+from support.conditions import wait_until
 
 from devstack.emulator import EmulatorConfig, FaultPlan, RunningEmulator, run_emulator
 from worker.app import open_worker
@@ -71,13 +72,6 @@ def get_until(url: str, wanted: Callable[[Probe], bool]) -> Probe:
 
 async def probe_until(url: str, wanted: Callable[[Probe], bool]) -> Probe:
     return await asyncio.to_thread(get_until, url, wanted)
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WITHIN
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def settings_for(resources: LocalResources, **overrides: Any) -> Settings:
@@ -227,7 +221,9 @@ async def test_an_open_circuit_fails_readiness_but_not_liveness(
         await send(sqs_client, local_resources.queue_url, "during-outage")
         unready = await probe_until(worker.readyz, lambda probe: probe.status == 503)
         # The poll loop waits for a probe to succeed: longer than the limit, and still alive.
-        await wait_for(lambda: time.monotonic() - worker.runner.last_poll > policy.poll_stall_after)
+        await wait_until(
+            lambda: time.monotonic() - worker.runner.last_poll > policy.poll_stall_after
+        )
         alive = await asyncio.to_thread(get, worker.healthz)
 
     assert unready.failing() == {"circuit"}
@@ -246,9 +242,9 @@ async def test_a_worker_with_every_slot_busy_is_alive(
     settings = settings_for(local_resources, max_in_flight=1, request_timeout=WITHIN)
     async with running_worker(settings, policy) as worker:
         await send(sqs_client, local_resources.queue_url, "slow-one")
-        await wait_for(lambda: list(worker.runner.held().values()) == [Stage.MODERATING])
+        await wait_until(lambda: list(worker.runner.held().values()) == [Stage.MODERATING])
         busy_since = time.monotonic()
-        await wait_for(lambda: time.monotonic() - busy_since > 2 * policy.poll_stall_after)
+        await wait_until(lambda: time.monotonic() - busy_since > 2 * policy.poll_stall_after)
         alive = await asyncio.to_thread(get, worker.healthz)
         still_busy = list(worker.runner.held().values())
 

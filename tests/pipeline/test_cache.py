@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client import REGISTRY
+from support.clocks import ManualClock
 
 from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
 from devstack.fakes import InMemorySink
@@ -44,14 +45,6 @@ SCOPE = CacheScope(
     parameters=DEFAULT_PARAMETERS,
     routing={},
 )
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingModel:
@@ -322,12 +315,6 @@ async def slow_emulator() -> AsyncIterator[RunningEmulator]:
     """An emulator slow enough that two concurrent messages overlap in their calls."""
     async with run_emulator(EmulatorConfig(latency_ms=50.0)) as running:
         yield running
-
-
-@pytest.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        yield session
 
 
 def moderator_on(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
@@ -18,6 +17,7 @@ import pytest
 from aiobotocore.session import AioSession
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
+from support.conditions import wait_until
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from devstack.fakes import InMemorySink
@@ -51,15 +51,6 @@ def received(text: str = "How do I bake a chocolate cake?") -> ReceivedMessage:
         receive_count=1,
         received_at=datetime(2026, 11, 26, 14, 0, tzinfo=UTC),
     )
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``condition()`` on the event loop (the emulator keeps serving) until it holds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.01)
 
 
 def failures(kind: str) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from conditions import wait_until
+from support.conditions import wait_until
 from test_runner import ScriptedHandler, config
 
 from devstack.fakes import InMemorySource

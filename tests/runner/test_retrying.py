@@ -4,12 +4,11 @@ their slot back while they wait. Against the real emulator over HTTP."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from conditions import wait_until
 from structlog.testing import capture_logs
+from support.conditions import wait_until
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from worker.adapters.tgi import TgiClassifier
@@ -24,12 +23,6 @@ from worker.retrying import RetryingClassifier, RetryPolicy
 FORMAT = PromptFormat.LLAMA_GUARD_2
 PROMPT = render_prompt([Turn("user", "Hello")], FORMAT, default_taxonomy(FORMAT)).text
 RETRIES = RetryPolicy(attempts=3, initial_backoff=0.2, throttle_backoff=0.01, deadline=10)
-
-
-@pytest.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        yield session
 
 
 def retrying_for(

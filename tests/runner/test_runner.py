@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -12,7 +13,6 @@ from support.builders import make_verdict
 from support.conditions import wait_until
 
 from devstack.fakes import InMemorySource
-from worker.core.verdict import Verdict
 from worker.pipeline import Ack, DeadLetter, Outcome, RetryLater
 from worker.ports import ReceivedMessage
 from worker.runner import Runner, RunnerConfig, RunStats
@@ -20,12 +20,8 @@ from worker.runner import Runner, RunnerConfig, RunStats
 Behaviour = Callable[[ReceivedMessage], Awaitable[Outcome]]
 
 
-def verdict_for(message: ReceivedMessage) -> Verdict:
-    return make_verdict(message.body)
-
-
 async def ack(message: ReceivedMessage) -> Outcome:
-    return Ack(verdict_for(message))
+    return Ack(make_verdict(message.body))
 
 
 class ScriptedHandler:
@@ -215,32 +211,43 @@ async def test_visibility_is_extended_while_a_message_is_worked_on() -> None:
     source = InMemorySource(visibility_timeout=3)
     message_id = source.send("slow")
 
-    async def slow(message: ReceivedMessage) -> Outcome:
-        await asyncio.sleep(2.5)
+    async def until_extended(message: ReceivedMessage) -> Outcome:
+        # Held until the heartbeat (every third of the 3 s timeout) has extended it.
+        await wait_until(lambda: (message_id, 3) in source.visibility_changes)
         return await ack(message)
 
-    await run(source, ScriptedHandler(slow), visibility_timeout=3)
+    stats = await run(source, ScriptedHandler(until_extended), visibility_timeout=3)
+    assert stats.acked == 1
     assert (message_id, 3) in source.visibility_changes
     assert source.is_deleted(message_id)
 
 
+def drain_began(logs: Sequence[Mapping[str, Any]]) -> Callable[[], bool]:
+    return lambda: any(entry["event"] == "draining" for entry in logs)
+
+
 async def test_stop_lets_in_flight_work_finish_and_exits() -> None:
+    """The handler ends only once the drain has begun: the drain waits for it, then deletes."""
     source = InMemorySource()
     message_id = source.send("x")
     started = asyncio.Event()
 
-    async def slow(message: ReceivedMessage) -> Outcome:
-        started.set()
-        await asyncio.sleep(0.3)
-        return await ack(message)
+    with capture_logs() as logs:
 
-    stop = asyncio.Event()
-    runner = Runner(source, ScriptedHandler(slow), config(burst=False, wait_seconds=20))
-    running = asyncio.create_task(runner.run(stop))
-    await started.wait()
-    stop.set()
-    stats = await asyncio.wait_for(running, timeout=5)
+        async def finishes_during_the_drain(message: ReceivedMessage) -> Outcome:
+            started.set()
+            await wait_until(drain_began(logs))
+            return await ack(message)
+
+        stop = asyncio.Event()
+        handler = ScriptedHandler(finishes_during_the_drain)
+        runner = Runner(source, handler, config(burst=False, wait_seconds=20))
+        running = asyncio.create_task(runner.run(stop))
+        await started.wait()
+        stop.set()
+        stats = await asyncio.wait_for(running, timeout=20)
     assert stats.acked == 1
+    assert stats.released_on_shutdown == 0
     assert source.is_deleted(message_id)
 
 
@@ -265,37 +272,50 @@ async def test_work_unfinished_at_the_drain_timeout_is_released_at_once() -> Non
     assert stats.released_on_shutdown == 1
 
 
-class ObservedSource(InMemorySource):
-    """The in-memory source, telling the test when a receive (a long poll) has begun."""
+class EndlessPollSource(InMemorySource):
+    """A source whose long poll never ends by itself (only a cancel ends it), so a runner that
+    waited for it on stop would hang; it notes when the poll began and whether it was cancelled."""
 
     def __init__(self) -> None:
         super().__init__()
         self.receiving = asyncio.Event()
+        self.cancelled = False
 
     async def receive(self, max_messages: int, wait_seconds: int) -> Sequence[ReceivedMessage]:
         self.receiving.set()
-        return await super().receive(max_messages, wait_seconds)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        raise AssertionError("unreachable")
 
 
-# DESIGN.md's contract: "an idle worker exits within 2 s". The one timed assertion kept on
-# purpose; the run waits only for the receive grace (RunnerConfig's 0.5 s), a margin of 1.5 s.
+# DESIGN.md's contract: "an idle worker exits within 2 s". An idle runner, once stopped, waits
+# only for the receive grace before it abandons its long poll; the test asserts that mechanism
+# (the poll is cancelled, the grace is under the contract), not a measured time.
 IDLE_EXIT_CONTRACT_SECONDS = 2.0
+# Only a guard against a hang: the poll above never ends, so a runner that waited for it on
+# stop would never return. Not a performance figure.
+HANG_GUARD_SECONDS = 20.0
 
 
-async def test_an_idle_worker_abandons_its_long_poll_on_stop_within_the_contract() -> None:
-    source = ObservedSource()
+def test_the_receive_grace_fits_the_idle_exit_contract() -> None:
+    assert RunnerConfig().receive_grace < IDLE_EXIT_CONTRACT_SECONDS
+
+
+async def test_an_idle_worker_abandons_its_long_poll_on_stop() -> None:
+    source = EndlessPollSource()
     stop = asyncio.Event()
     runner = Runner(source, ScriptedHandler(), config(burst=False, wait_seconds=20))
     running = asyncio.create_task(runner.run(stop))
     await source.receiving.wait()
-    loop = asyncio.get_running_loop()
     with capture_logs() as logs:
         stop.set()
-        stopped_at = loop.time()
-        await asyncio.wait_for(running, timeout=20)
-        elapsed = loop.time() - stopped_at
-    assert elapsed < IDLE_EXIT_CONTRACT_SECONDS
-    assert any(entry["event"] == "receive_abandoned_on_stop" for entry in logs)
+        stats = await asyncio.wait_for(running, timeout=HANG_GUARD_SECONDS)
+    assert source.cancelled
+    assert stats.received == 0
+    assert [entry["event"] for entry in logs].count("receive_abandoned_on_stop") == 1
 
 
 async def test_fifo_group_is_handled_in_order() -> None:
@@ -334,19 +354,19 @@ async def test_on_stop_unstarted_fifo_messages_are_released_at_once() -> None:
     source = InMemorySource()
     ids = [source.send(f"g{index}", group_id="g") for index in range(3)]
     started = asyncio.Event()
+    stop = asyncio.Event()
 
-    async def slow(message: ReceivedMessage) -> Outcome:
+    async def finishes_after_stop(message: ReceivedMessage) -> Outcome:
         started.set()
-        await asyncio.sleep(0.2)
+        await stop.wait()
         return await ack(message)
 
-    handler = ScriptedHandler(slow)
-    stop = asyncio.Event()
+    handler = ScriptedHandler(finishes_after_stop)
     runner = Runner(source, handler, config(burst=False, wait_seconds=20))
     running = asyncio.create_task(runner.run(stop))
     await started.wait()
     stop.set()
-    stats = await asyncio.wait_for(running, timeout=5)
+    stats = await asyncio.wait_for(running, timeout=20)
     assert handler.handled == ["g0"]
     assert source.is_deleted(ids[0])
     assert [(ids[1], 0), (ids[2], 0)] == source.visibility_changes

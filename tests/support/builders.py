@@ -1,13 +1,17 @@
-"""Builders of the values many tests need: a verdict, and the trace headers carried onto it."""
+"""Builders of the values many tests need: a verdict, the trace headers carried onto it, and a
+verdict as the chaos runs read it back."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+from devstack.chaos.report import VerdictCopy
 from worker.core.verdict import ModelRef, Verdict
 
-TRACEPARENT: Final = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACE_ID: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID: Final = "00f067aa0ba902b7"
+TRACEPARENT: Final = f"00-{TRACE_ID}-{PARENT_ID}-01"
 AWS_TRACE_HEADER: Final = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 MOMENT: Final = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
 MODEL: Final = ModelRef(
@@ -33,3 +37,14 @@ def make_verdict(verdict_id: str = "post-8f2c", *, unsafe: bool = False, **field
     }
     values.update(fields)
     return Verdict(**values)
+
+
+def verdict_copy(
+    message_id: str,
+    kind: Literal["safe", "unsafe"] = "safe",
+    *codes: str,
+    flags: tuple[str, ...] = (),
+    topic: Literal["safe", "unsafe"] | None = None,
+) -> VerdictCopy:
+    """A verdict read back from a subscriber queue: on its own topic unless ``topic`` says."""
+    return VerdictCopy(message_id, kind, codes, flags, kind if topic is None else topic)

@@ -17,6 +17,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.builders import AWS_TRACE_HEADER, PARENT_ID, TRACE_ID
 
 from devstack.moto_stack import take_messages
 from worker.app import open_worker
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     from devstack.emulator import RunningEmulator
     from devstack.moto_stack import LocalResources
 
-TRACE_ID: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
-PARENT_ID: Final = "00f067aa0ba902b7"
-AWS_TRACE_HEADER: Final = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
 SAFE_TEXT: Final = "How do I bake a chocolate cake for my daughter's birthday?"
 
 
