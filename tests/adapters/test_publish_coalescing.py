@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from test_sns_sink_contract import PublishCalls, drain, make_verdict
@@ -33,9 +34,19 @@ def publication(
     return Publication(make_verdict(f"v-{number}", unsafe=unsafe, conversation_id=conversation))
 
 
-def sink_on(sns_client: SNSClient, resources: LocalResources) -> BatchingSink:
+def sink_on(
+    sns_client: SNSClient,
+    resources: LocalResources,
+    *,
+    linger: float = LINGER,
+    unsafe_linger: float | None = None,
+    handling: Callable[[], int] | None = None,
+) -> BatchingSink:
     return BatchingSink(
-        SnsSink(sns_client, resources.safe_topic_arn, resources.unsafe_topic_arn), linger=LINGER
+        SnsSink(sns_client, resources.safe_topic_arn, resources.unsafe_topic_arn),
+        linger=linger,
+        unsafe_linger=unsafe_linger,
+        handling=handling,
     )
 
 
@@ -98,8 +109,9 @@ async def test_close_publishes_what_is_waiting(
     sns_client: SNSClient, local_resources: LocalResources
 ) -> None:
     calls = PublishCalls(sns_client)
-    sink = BatchingSink(
-        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+    sink = sink_on(
+        sns_client,
+        local_resources,
         linger=3_600,  # only the close can flush it
     )
     waiting = asyncio.create_task(sink.publish([publication(1), publication(2, unsafe=True)]))
@@ -142,8 +154,9 @@ async def test_each_topic_waits_for_its_own_linger(
     sns_client: SNSClient, local_resources: LocalResources
 ) -> None:
     calls = PublishCalls(sns_client)
-    sink = BatchingSink(
-        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+    sink = sink_on(
+        sns_client,
+        local_resources,
         linger=0,
         unsafe_linger=3_600,  # only the close can flush the unsafe batch
     )
@@ -162,8 +175,9 @@ async def test_a_verdict_does_not_wait_when_no_other_message_is_being_moderated(
     sns_client: SNSClient, local_resources: LocalResources
 ) -> None:
     calls = PublishCalls(sns_client)
-    sink = BatchingSink(
-        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+    sink = sink_on(
+        sns_client,
+        local_resources,
         linger=3_600,
         handling=lambda: 1,  # only this message is being moderated
     )
@@ -197,8 +211,9 @@ async def test_an_unsafe_verdict_waits_its_linger_while_others_are_being_moderat
     sns_client: SNSClient, local_resources: LocalResources
 ) -> None:
     calls = PublishCalls(sns_client)
-    sink = BatchingSink(
-        SnsSink(sns_client, local_resources.safe_topic_arn, local_resources.unsafe_topic_arn),
+    sink = sink_on(
+        sns_client,
+        local_resources,
         linger=0,
         unsafe_linger=3_600,
         handling=lambda: 5,

@@ -73,14 +73,24 @@ async def test_close_flushes_what_is_still_lingering() -> None:
     assert await waiting == 40
 
 
-async def test_once_hurried_nothing_lingers() -> None:
-    flushed: list[list[int]] = []
+class Recorded:
+    """A flush that answers each item with itself and records every group it was given."""
 
-    async def flush(items: Sequence[int]) -> list[int]:
-        flushed.append(list(items))
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+
+    async def __call__(self, items: Sequence[int]) -> list[int]:
+        self.groups.append(list(items))
         return list(items)
 
-    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=10, linger=3_600)
+
+def lingering_an_hour() -> tuple[MicroBatcher[int, int], Recorded]:
+    flush = Recorded()
+    return MicroBatcher(flush, max_size=10, linger=3_600), flush
+
+
+async def test_once_hurried_nothing_lingers() -> None:
+    batcher, flush = lingering_an_hour()
     waiting = asyncio.ensure_future(batcher.submit(1))
     await asyncio.sleep(0)
 
@@ -88,7 +98,7 @@ async def test_once_hurried_nothing_lingers() -> None:
 
     assert await waiting == 1  # what was pending goes at once
     assert await asyncio.wait_for(batcher.submit(2), timeout=20) == 2  # and what comes later
-    assert flushed == [[1], [2]]
+    assert flush.groups == [[1], [2]]
 
 
 @pytest.mark.parametrize("max_size", [1, 3])
@@ -107,16 +117,10 @@ async def test_items_are_flushed_in_groups_of_at_most_max_size(max_size: int) ->
 
 
 async def test_flush_now_sends_what_waits_without_the_linger() -> None:
-    flushed: list[list[int]] = []
-
-    async def flush(items: Sequence[int]) -> list[int]:
-        flushed.append(list(items))
-        return list(items)
-
-    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=10, linger=3_600)
+    batcher, flush = lingering_an_hour()
     first, second = batcher.add(1), batcher.add(2)
 
     batcher.flush_now()
 
     assert list(await asyncio.wait_for(asyncio.gather(first, second), timeout=20)) == [1, 2]
-    assert flushed == [[1, 2]]
+    assert flush.groups == [[1, 2]]
