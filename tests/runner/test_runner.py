@@ -61,6 +61,16 @@ def config(**changes: object) -> RunnerConfig:
     return RunnerConfig(**(base | changes))  # type: ignore[arg-type]
 
 
+async def stop_once_started(
+    runner: Runner, started: asyncio.Event, stop: asyncio.Event
+) -> RunStats:
+    """Run until ``started`` is set, then stop and wait for the run to end (a hang guard only)."""
+    running = asyncio.create_task(runner.run(stop))
+    await started.wait()
+    stop.set()
+    return await asyncio.wait_for(running, timeout=20)
+
+
 async def run(source: InMemorySource, handler: ScriptedHandler, **changes: object) -> RunStats:
     runner = Runner(source, handler, config(**changes))
     return await asyncio.wait_for(runner.run(asyncio.Event()), timeout=20)
@@ -242,10 +252,7 @@ async def test_stop_lets_in_flight_work_finish_and_exits() -> None:
         stop = asyncio.Event()
         handler = ScriptedHandler(finishes_during_the_drain)
         runner = Runner(source, handler, config(burst=False, wait_seconds=20))
-        running = asyncio.create_task(runner.run(stop))
-        await started.wait()
-        stop.set()
-        stats = await asyncio.wait_for(running, timeout=20)
+        stats = await stop_once_started(runner, started, stop)
     assert stats.acked == 1
     assert stats.released_on_shutdown == 0
     assert source.is_deleted(message_id)
@@ -263,10 +270,7 @@ async def test_work_unfinished_at_the_drain_timeout_is_released_at_once() -> Non
 
     stop = asyncio.Event()
     runner = Runner(source, ScriptedHandler(stuck), config(burst=False, drain_timeout=0.2))
-    running = asyncio.create_task(runner.run(stop))
-    await started.wait()
-    stop.set()
-    stats = await asyncio.wait_for(running, timeout=5)
+    stats = await stop_once_started(runner, started, stop)
     assert not source.is_deleted(message_id)
     assert (message_id, 0) in source.visibility_changes
     assert stats.released_on_shutdown == 1
@@ -363,10 +367,7 @@ async def test_on_stop_unstarted_fifo_messages_are_released_at_once() -> None:
 
     handler = ScriptedHandler(finishes_after_stop)
     runner = Runner(source, handler, config(burst=False, wait_seconds=20))
-    running = asyncio.create_task(runner.run(stop))
-    await started.wait()
-    stop.set()
-    stats = await asyncio.wait_for(running, timeout=20)
+    stats = await stop_once_started(runner, started, stop)
     assert handler.handled == ["g0"]
     assert source.is_deleted(ids[0])
     assert [(ids[1], 0), (ids[2], 0)] == source.visibility_changes
