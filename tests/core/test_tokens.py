@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from worker.core.models import Turn
 from worker.core.prompt import plan_prompts, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.core.tokens import CHARACTERS, LLAMA3_VOCABULARY_SIZE, Llama3Tokenizer
+from worker.core.tokens import (
+    CHARACTERS,
+    LLAMA3_VOCABULARY_SIZE,
+    Llama3Tokenizer,
+    llama3_special_tokens,
+)
 from worker.pipeline import ModerationPolicy
 from worker.tokenizer import load_llama3_tokenizer
 
@@ -38,12 +43,36 @@ def test_the_tokenizer_is_loaded_once() -> None:
     assert load_llama3_tokenizer() is load_llama3_tokenizer()
 
 
+def test_the_special_tokens_are_llama3s_256_in_id_order() -> None:
+    """The 12 named ones, then reserved_special_token_2 up to _245 (0 and 1 are named)."""
+    tokens = llama3_special_tokens()
+
+    assert len(tokens) == len(set(tokens)) == 256
+    assert tokens[:3] == ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>"]
+    assert tokens[12] == "<|reserved_special_token_2|>"
+    assert tokens[-1] == "<|reserved_special_token_245|>"
+
+
+def test_the_token_measure_adds_the_begin_of_text_token_and_two_tokens_at_each_seam(
+    tokenizer: Llama3Tokenizer,
+) -> None:
+    """Its figures, as the budget uses them: 1 token the server adds, 2 of slack, 50 overlap."""
+    measure = tokenizer.measure()
+
+    assert (measure.unit, measure.server_added, measure.slack) == ("tokens", 1, 2)
+    assert measure.default_overlap == 50
+    assert measure.size("Hello world") == 2
+    assert list(measure.unit_starts("Hello world")) == [0, 5]
+
+
 @pytest.mark.parametrize(
     ("text", "tokens"),
     [
         ("", 0),
         ("Hello world", 2),
         ("<|eot_id|>", 1),
+        ("<|reserved_special_token_2|>", 1),
+        ("<|reserved_special_token_245|>", 1),
         ("<|start_header_id|>user<|end_header_id|>\n\n", 4),
     ],
 )
