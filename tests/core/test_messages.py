@@ -410,6 +410,12 @@ def test_null_conversation_id_is_none() -> None:
     assert decode_request(_content_body(conversation_id=None)).conversation_id is None
 
 
+def test_conversation_id_of_256_characters_is_accepted() -> None:
+    value = "c" * MAX_ID_CHARS
+
+    assert decode_request(_content_body(conversation_id=value)).conversation_id == value
+
+
 def test_string_conversation_id_is_kept() -> None:
     assert decode_request(_content_body(conversation_id="room-42")).conversation_id == "room-42"
 
@@ -568,6 +574,20 @@ def test_json_that_is_not_an_object_is_not_an_object(body: str) -> None:
         (
             '{"id": "a", "content": "x", "attributes": {"n": NaN}}',
             "the body is not valid JSON: NaN is not a JSON value",
+        ),
+        ('{"content": "x"}', "the field 'id' is required"),
+        ('{"id": "a"}', "exactly one of the fields 'messages' and 'content' must be given"),
+        (
+            '{"id": "a", "content": "x", "messages": []}',
+            "exactly one of the fields 'messages' and 'content' must be given, not both",
+        ),
+        (
+            '{"id": "a", "messages": [{"role": "user", "content": 42}]}',
+            "'messages[0].content' must be a string, not a number",
+        ),
+        (
+            '{"id": "a", "messages": [{"role": "' + "r" * 50 + '", "content": "x"}]}',
+            f"'messages[0].role' is {'r' * 40!r}; the roles are 'user' and 'assistant' ('agent')",
         ),
         (
             '{"Type": "Notification"}',
