@@ -182,3 +182,7 @@ def test_an_error_message_is_cut_to_500_characters() -> None:
     payload = json.dumps({"error": {"message": "x" * 2000}})
 
     assert read_error_message(payload) == "x" * 500
+
+
+def test_an_error_body_that_is_not_utf8_is_read_with_replacement_characters() -> None:
+    assert read_error_message(b"\xffbad gateway") == "\ufffdbad gateway"
