@@ -115,6 +115,35 @@ def test_runs_longer_than_tiktoken_takes_are_counted_in_segments(
     assert len(tokenizer.token_starts(text)) == tokenizer.count(text) > 0
 
 
+def test_a_run_longer_than_tiktoken_takes_is_cut_every_25000_characters(
+    tokenizer: Llama3Tokenizer,
+) -> None:
+    """The text before the run is one piece, then the run in pieces of 25,000 characters."""
+    text = "I " + "x" * 30_000
+
+    expected = tokenizer.count("I ") + tokenizer.count("x" * 25_000) + tokenizer.count("x" * 5_000)
+    assert tokenizer.count(text) == expected
+
+
+def test_a_run_of_exactly_25000_characters_is_not_cut_from_the_text_before_it(
+    tokenizer: Llama3Tokenizer,
+) -> None:
+    text = "I " + "x" * 25_000
+
+    # Cut at the run, the space would be counted apart from it: one token fewer.
+    assert tokenizer.count(text) != tokenizer.count("I ") + tokenizer.count("x" * 25_000)
+
+
+def test_text_longer_than_400000_characters_is_cut_at_the_run_that_crosses_the_limit(
+    tokenizer: Llama3Tokenizer,
+) -> None:
+    """ "word " * 80,000 is exactly 400,000 characters: the cut falls where the next word starts."""
+    text = "word " * 90_000
+
+    expected = tokenizer.count("word " * 80_000) + tokenizer.count("word " * 10_000)
+    assert tokenizer.count(text) == expected
+
+
 def _exact_size(tokenizer: Llama3Tokenizer, prompt: str) -> int:
     """What the server counts: the prompt's tokens and its begin-of-text token."""
     return tokenizer.count(prompt) + 1
