@@ -103,7 +103,7 @@ def test_empty_content_renders_an_empty_turn() -> None:
 
 
 def test_render_rejects_empty_turns() -> None:
-    with pytest.raises(ValueError, match="without turns"):
+    with pytest.raises(ValueError, match=r"^cannot render a prompt without turns$"):
         render_prompt([], LG3, default_taxonomy(LG3))
 
 
@@ -601,6 +601,11 @@ def test_prepared_conversation_is_neutralised_and_stripped() -> None:
     assert prepared.neutralized is True
 
 
+def test_a_conversation_without_markers_is_prepared_as_not_neutralised() -> None:
+    assert prepare_conversation([]).neutralized is False
+    assert prepare_conversation([Turn("user", " hi ")]).neutralized is False
+
+
 def test_more_chunks_than_allowed_raises_prompt_too_long() -> None:
     content = "x" * 10_000
 
@@ -801,8 +806,13 @@ def test_request_body_leaves_out_parameters_set_to_none() -> None:
 
 @pytest.mark.parametrize("name", ["temperature", "top_p", "top_k", "truncate"])
 def test_request_body_refuses_sampling_and_truncation(name: str) -> None:
-    with pytest.raises(ConfigurationError, match=name):
+    with pytest.raises(ConfigurationError) as raised:
         build_request_body("p", {**DEFAULT_PARAMETERS, name: 1})
+
+    assert str(raised.value) == (
+        f"generation parameter {name!r} must not be sent to Llama Guard: sampling makes verdicts"
+        " random and 'truncate' cuts the task out of the prompt"
+    )
 
 
 def test_check_parameters_accepts_the_defaults() -> None:
