@@ -186,3 +186,7 @@ def test_an_error_message_is_cut_to_500_characters() -> None:
 
 def test_an_error_body_that_is_not_utf8_is_read_with_replacement_characters() -> None:
     assert read_error_message(b"\xffbad gateway") == "\ufffdbad gateway"
+
+
+def test_an_error_body_given_as_text_that_is_not_json_is_read_as_it_is() -> None:
+    assert read_error_message("upstream connect error") == "upstream connect error"
