@@ -10,16 +10,17 @@ import aiohttp
 import pytest
 from conditions import wait_until
 from structlog.testing import capture_logs
+from tenacity import AsyncRetrying, Future, RetryCallState
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from worker.adapters.tgi import TgiClassifier
 from worker.backpressure import EndpointGuard, GuardPolicy
 from worker.concurrency import LimitPolicy
-from worker.core.errors import EndpointRejected, EndpointUnavailable
+from worker.core.errors import EndpointRejected, EndpointThrottled, EndpointUnavailable
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.retrying import RetryingClassifier, RetryPolicy
+from worker.retrying import RetryingClassifier, RetryPolicy, _Backoff
 
 FORMAT = PromptFormat.LLAMA_GUARD_2
 PROMPT = render_prompt([Turn("user", "Hello")], FORMAT, default_taxonomy(FORMAT)).text
@@ -129,3 +130,41 @@ async def test_a_throttled_call_gives_its_slot_to_a_waiting_call_before_retrying
         await asyncio.gather(refused, waiting)
     assert order == ["waiting", "refused first"]
     assert emulator.stats.by_outcome["throttled"] == 1
+
+
+# --- the waits between attempts (the backoff alone, with the attempt tenacity reports) --------
+
+DRAWS = 300  # the chance that 300 uniform draws all miss the top tenth of a range is 0.9**300
+
+
+def _after(error: Exception, attempt: int) -> RetryCallState:
+    state = RetryCallState(AsyncRetrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    outcome: Future = Future(attempt)
+    outcome.set_exception(error)
+    state.outcome = outcome
+    return state
+
+
+@pytest.mark.parametrize(("attempt", "ceiling"), [(1, 0.01), (2, 0.02), (3, 0.04), (4, 0.08)])
+def test_a_throttle_waits_up_to_its_backoff_doubled_per_attempt(
+    attempt: int, ceiling: float
+) -> None:
+    backoff = _Backoff(RetryPolicy(throttle_backoff=0.01, max_backoff=5.0))
+
+    waits = [backoff(_after(EndpointThrottled("busy"), attempt)) for _ in range(DRAWS)]
+
+    assert all(0 <= wait <= ceiling for wait in waits)
+    assert max(waits) > 0.9 * ceiling
+
+
+@pytest.mark.parametrize(("attempt", "low", "high"), [(1, 0.2, 0.4), (3, 0.8, 1.0), (6, 5.0, 5.0)])
+def test_an_outage_waits_initial_times_two_per_attempt_plus_jitter_up_to_the_max(
+    attempt: int, low: float, high: float
+) -> None:
+    backoff = _Backoff(RetryPolicy(initial_backoff=0.2, max_backoff=5.0))
+
+    waits = [backoff(_after(EndpointUnavailable("503"), attempt)) for _ in range(DRAWS)]
+
+    assert all(low <= wait <= high for wait in waits)
+    assert max(waits) >= low + 0.9 * (high - low)
