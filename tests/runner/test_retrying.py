@@ -20,7 +20,7 @@ from worker.core.errors import EndpointRejected, EndpointThrottled, EndpointUnav
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.retrying import RetryingClassifier, RetryPolicy, _Backoff
+from worker.retrying import RetryingClassifier, RetryPolicy, _Backoff, _log_retry
 
 FORMAT = PromptFormat.LLAMA_GUARD_2
 PROMPT = render_prompt([Turn("user", "Hello")], FORMAT, default_taxonomy(FORMAT)).text
@@ -168,3 +168,21 @@ def test_an_outage_waits_initial_times_two_per_attempt_plus_jitter_up_to_the_max
 
     assert all(low <= wait <= high for wait in waits)
     assert max(waits) >= low + 0.9 * (high - low)
+
+
+def test_a_retry_is_logged_with_its_attempt_error_type_and_wait_in_milliseconds() -> None:
+    state = _after(EndpointUnavailable("503"), 2)
+    state.upcoming_sleep = 0.123456
+
+    with capture_logs() as logs:
+        _log_retry(state)
+
+    assert logs == [
+        {
+            "event": "classifier_retry",
+            "log_level": "warning",
+            "attempt": 2,
+            "error_type": "EndpointUnavailable",
+            "sleep_seconds": 0.123,
+        }
+    ]
