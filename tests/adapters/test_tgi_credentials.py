@@ -103,6 +103,11 @@ async def test_the_endpoint_name_is_the_url_without_credentials(
     assert classifier.endpoint == stub.url
 
 
+async def test_the_backend_is_named_tgi(session: aiohttp.ClientSession, stub: StubEndpoint) -> None:
+    """The verdict's ``model.backend`` is read from it; any other name would say "sagemaker"."""
+    assert TgiClassifier(session, stub.url, DEFAULT_PARAMETERS).backend == "tgi"
+
+
 async def test_neither_the_verdict_nor_the_logs_carry_the_secret(
     session: aiohttp.ClientSession, emulator: RunningEmulator
 ) -> None:
