@@ -308,6 +308,8 @@ async def test_credentials_in_the_url_are_basic_auth_and_never_shown(
         ("http://vllm:8000/v1", "http://vllm:8000"),
         ("http://vllm:8000/v1/", "http://vllm:8000"),
         ("http://gateway/llama-guard/v1", "http://gateway/llama-guard"),
+        # only slashes are trimmed: a last segment that merely starts with v1 is kept
+        ("http://gateway/v1X", "http://gateway/v1X"),
     ],
 )
 def test_a_base_url_ending_in_v1_is_the_same_server(configured: str, base: str) -> None:
