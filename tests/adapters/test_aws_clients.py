@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from worker.adapters.aws import (
     QUEUE_MAX_ATTEMPTS,
@@ -72,3 +73,30 @@ async def test_pool_size_is_applied_to_every_client(aws_session: AioSession) -> 
         }
 
     assert pools == {7}
+
+
+async def test_every_client_gives_up_connecting_after_five_seconds(aws_session: AioSession) -> None:
+    """Not botocore's 60 s: an unreachable endpoint is retried by our loop, not waited on."""
+    async with open_aws_clients(session=aws_session) as clients:
+        timeouts = {
+            option(clients.sqs, "connect_timeout"),
+            option(clients.sns, "connect_timeout"),
+            option(clients.sagemaker_runtime, "connect_timeout"),
+        }
+
+    assert timeouts == {5.0}
+
+
+async def test_queue_clients_skip_client_side_parameter_validation(
+    moto: str, aws_session: AioSession
+) -> None:
+    """A wrongly typed value reaches SQS, which refuses it: botocore does not check it first.
+
+    The adapters build every request from typed values and SQS and SNS validate them anyway;
+    walking the service model on every call cost CPU. (``meta.config`` still says True: botocore
+    reads the option when it builds the client.)
+    """
+    async with open_aws_clients(services=QUEUES_ONLY, session=aws_session) as clients:
+        queue_url = (await clients.sqs.create_queue(QueueName="unvalidated"))["QueueUrl"]
+        with pytest.raises(ClientError):
+            await clients.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=123)  # type: ignore[arg-type]

@@ -22,7 +22,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ParamValid
 from worker.adapters.aws import (
     AWS_ERRORS,
     SAGEMAKER_ONLY,
+    aws_error_code,
     classifier_error_from,
+    http_status,
     open_aws_clients,
     sink_entry_error,
     sink_error_from,
@@ -290,6 +292,40 @@ class TestSageMakerErrorShapes:
 
         assert type(classifier_error_from(exc)) is EndpointUnavailable
 
+    def test_original_status_code_inside_error_is_read_too(self) -> None:
+        response: Any = {
+            "Error": {"Code": "ModelError", "Message": "", "OriginalStatusCode": 429},
+            "ResponseMetadata": {"HTTPStatusCode": 424},
+        }
+
+        error = classifier_error_from(ClientError(response, "InvokeEndpoint"))
+
+        assert type(error) is EndpointThrottled
+        assert str(error) == "ModelError: container answered 429: "
+
+    @pytest.mark.parametrize(
+        ("status", "message", "kind", "text"),
+        [
+            (500, "x" * 600, EndpointUnavailable, "x" * 500),  # the container's words, cut
+            (500, None, EndpointUnavailable, ""),
+            (429, "busy", EndpointThrottled, "busy"),
+            (422, TGI_TOO_LONG, PromptTooLong, TGI_TOO_LONG),
+            # "too long" in a 5xx is the server's trouble, not the prompt's
+            (500, TGI_TOO_LONG, EndpointUnavailable, TGI_TOO_LONG),
+        ],
+        ids=["cut-to-500", "no-message", "throttled", "too-long", "too-long-in-a-500"],
+    )
+    def test_a_model_error_says_what_the_container_answered(
+        self, status: int, message: str | None, kind: type[ClassifierError], text: str
+    ) -> None:
+        modeled: dict[str, Any] = {"OriginalStatusCode": status}
+        if message is not None:
+            modeled["OriginalMessage"] = message
+        error = classifier_error_from(client_error("ModelError", 424, **modeled))
+
+        assert type(error) is kind
+        assert str(error) == f"ModelError: container answered {status}: {text}"
+
     def test_unknown_4xx_code_is_a_rejection(self) -> None:
         exc = client_error("SomethingNew", 400)
 
@@ -350,11 +386,43 @@ class TestQueueAndTopicErrors:
         assert "NotFound" in str(error)
         assert isinstance(error.__cause__, ClientError)
 
-    def test_rejected_batch_entry_is_a_sink_error_with_its_code(self) -> None:
-        error = sink_entry_error("InvalidParameter", "Message too long", operation="PublishBatch")
+    @pytest.mark.parametrize(
+        ("code", "message", "detail"),
+        [
+            ("InvalidParameter", "Message too long", "InvalidParameter: Message too long"),
+            (None, "Message too long", "UnknownError: Message too long"),
+            ("InvalidParameter", None, "InvalidParameter"),
+            (None, None, "UnknownError"),
+        ],
+    )
+    def test_rejected_batch_entry_is_a_sink_error_with_its_code(
+        self, code: str | None, message: str | None, detail: str
+    ) -> None:
+        error = sink_entry_error(code, message, operation="PublishBatch")
 
         assert isinstance(error, SinkError)
-        assert "InvalidParameter: Message too long" in str(error)
+        assert str(error) == f"SNS PublishBatch rejected the entry: {detail}"
+
+    @pytest.mark.parametrize(
+        ("exc", "detail"),
+        [
+            (
+                client_error("QueueDoesNotExist", 400, "No such queue"),
+                "QueueDoesNotExist: No such queue",
+            ),
+            (ClientError({"Error": {"Code": "AccessDenied"}}, "ReceiveMessage"), "AccessDenied"),
+            (ClientError({}, "ReceiveMessage"), "UnknownError"),
+            (OSError("network down"), "OSError: network down"),
+            (OSError(), "OSError"),
+        ],
+        ids=["code-and-message", "code-only", "nothing", "exception", "exception-without-text"],
+    )
+    def test_a_source_error_names_the_aws_code_and_message_or_the_exception(
+        self, exc: BaseException, detail: str
+    ) -> None:
+        error = source_error_from(exc, operation="ReceiveMessage")
+
+        assert str(error) == f"SQS ReceiveMessage failed: {detail}"
 
 
 def _free_port() -> int:
@@ -363,3 +431,11 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def test_an_aws_error_without_error_or_metadata_has_no_code_and_no_status() -> None:
+    """botocore fills both for real answers; a bare ``ClientError`` is read without failing."""
+    bare = ClientError({}, "InvokeEndpoint")
+
+    assert (aws_error_code(bare), http_status(bare)) == (None, None)
+    assert str(classifier_error_from(bare)) == "SageMaker rejected the request: UnknownError"

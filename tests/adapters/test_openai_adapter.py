@@ -108,9 +108,10 @@ async def refusal(classifier: OpenAIClassifier) -> ClassifierError:
     return caught.value
 
 
-async def test_the_request_is_the_completions_body_with_the_prompt_as_rendered(
-    session: aiohttp.ClientSession,
-) -> None:
+async def bodies_sent(
+    session: aiohttp.ClientSession, overrides: dict[str, object] | None = None
+) -> list[dict[str, object]]:
+    """The JSON bodies a local server receives for one classify call."""
     received: list[dict[str, object]] = []
 
     async def handle(request: aiohttp.web.Request) -> aiohttp.web.Response:
@@ -125,12 +126,23 @@ async def test_the_request_is_the_completions_body_with_the_prompt_as_rendered(
         site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        await OpenAIClassifier(session, url, MODEL).classify(PROMPT)
+        await OpenAIClassifier(session, url, MODEL, overrides=overrides).classify(PROMPT)
     finally:
         await runner.cleanup()
+    return received
 
-    assert received == [
+
+async def test_the_request_is_the_completions_body_with_the_prompt_as_rendered(
+    session: aiohttp.ClientSession,
+) -> None:
+    assert await bodies_sent(session) == [
         {"model": MODEL, "prompt": PROMPT, "max_tokens": 32, "temperature": 0, "logprobs": 5}
+    ]
+
+
+async def test_the_configured_overrides_change_the_body(session: aiohttp.ClientSession) -> None:
+    assert await bodies_sent(session, {"max_tokens": 8, "logprobs": None}) == [
+        {"model": MODEL, "prompt": PROMPT, "max_tokens": 8, "temperature": 0}
     ]
 
 
@@ -222,6 +234,7 @@ async def test_an_unreachable_server_is_unavailable(session: aiohttp.ClientSessi
     error = await refusal(OpenAIClassifier(session, closed, MODEL))
 
     assert type(error) is EndpointUnavailable
+    assert str(error).startswith(f"the OpenAI-compatible server at {closed} is unreachable:")
 
 
 async def test_the_api_key_is_sent_as_a_bearer_token(
@@ -295,6 +308,8 @@ async def test_credentials_in_the_url_are_basic_auth_and_never_shown(
         ("http://vllm:8000/v1", "http://vllm:8000"),
         ("http://vllm:8000/v1/", "http://vllm:8000"),
         ("http://gateway/llama-guard/v1", "http://gateway/llama-guard"),
+        # only slashes are trimmed: a last segment that merely starts with v1 is kept
+        ("http://gateway/v1X", "http://gateway/v1X"),
     ],
 )
 def test_a_base_url_ending_in_v1_is_the_same_server(configured: str, base: str) -> None:

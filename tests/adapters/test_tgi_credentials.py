@@ -103,6 +103,11 @@ async def test_the_endpoint_name_is_the_url_without_credentials(
     assert classifier.endpoint == stub.url
 
 
+async def test_the_backend_is_named_tgi(session: aiohttp.ClientSession, stub: StubEndpoint) -> None:
+    """The verdict's ``model.backend`` is read from it; any other name would say "sagemaker"."""
+    assert TgiClassifier(session, stub.url, DEFAULT_PARAMETERS).backend == "tgi"
+
+
 async def test_neither_the_verdict_nor_the_logs_carry_the_secret(
     session: aiohttp.ClientSession, emulator: RunningEmulator
 ) -> None:
@@ -189,3 +194,20 @@ def test_a_queue_url_with_credentials_is_refused_naming_the_variable(
 
     assert str(caught.value).startswith(f"{variable}:")
     assert SECRET not in str(caught.value)
+
+
+async def test_an_endpoint_without_a_port_is_named_without_one(
+    session: aiohttp.ClientSession,
+) -> None:
+    url = f"https://{USER}:{SECRET}@tgi.internal/generate-base"
+    classifier = TgiClassifier(session, url, DEFAULT_PARAMETERS)
+
+    assert classifier.endpoint == "https://tgi.internal/generate-base"
+
+
+async def test_the_repr_names_the_class_the_url_and_the_protocol(
+    session: aiohttp.ClientSession,
+) -> None:
+    classifier = TgiClassifier(session, "http://tgi:8080", DEFAULT_PARAMETERS)
+
+    assert repr(classifier) == "TgiClassifier('http://tgi:8080', protocol='tgi')"

@@ -152,8 +152,12 @@ def test_invalid_reason_never_quotes_the_output() -> None:
 # --- unsafe ------------------------------------------------------------------------------------
 
 
-def test_unsafe_with_codes_on_the_next_line() -> None:
-    assert _parse("unsafe\nS1,S2") == ParsedCompletion("unsafe", ("S1", "S2"), (), (), None)
+@pytest.mark.parametrize("break_", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_unsafe_with_codes_on_the_next_line(break_: str) -> None:
+    """Any line break separates the verdict from the codes (no anomaly is noted)."""
+    expected = ParsedCompletion("unsafe", ("S1", "S2"), (), (), None)
+
+    assert _parse(f"unsafe{break_}S1,S2") == expected
 
 
 @pytest.mark.parametrize("text", ["UNSAFE\nS3", "Unsafe.\nS3", "unsafe!\nS3", "unsafe\r\nS3"])
@@ -228,6 +232,12 @@ def test_code_outside_the_table_is_unknown_in_canonical_form() -> None:
 
 def test_non_code_tokens_are_unknown_as_written() -> None:
     assert _parse("unsafe\nS1 Hate. (S2)").unknown_codes == ("Hate.", "(S2)")
+
+
+def test_a_code_of_32_characters_is_still_read_as_a_code() -> None:
+    token = "S" + "0" * 30 + "1"  # 32 characters, the longest token read as a code
+
+    assert _parse(f"unsafe\n{token}") == ParsedCompletion("unsafe", ("S1",), (), (), None)
 
 
 def test_token_too_long_to_be_a_code_is_unknown_as_written() -> None:

@@ -410,6 +410,12 @@ def test_null_conversation_id_is_none() -> None:
     assert decode_request(_content_body(conversation_id=None)).conversation_id is None
 
 
+def test_conversation_id_of_256_characters_is_accepted() -> None:
+    value = "c" * MAX_ID_CHARS
+
+    assert decode_request(_content_body(conversation_id=value)).conversation_id == value
+
+
 def test_string_conversation_id_is_kept() -> None:
     assert decode_request(_content_body(conversation_id="room-42")).conversation_id == "room-42"
 
@@ -465,6 +471,13 @@ def _attributes_of_size(size: int, *, filler: str = "x") -> dict[str, str]:
 
 def test_attributes_at_the_cap_are_accepted() -> None:
     attributes = _attributes_of_size(MAX_ATTRIBUTES_BYTES)
+
+    assert decode_request(_content_body(attributes=attributes)).attributes == attributes
+
+
+def test_attributes_are_measured_in_compact_json_with_bare_separators() -> None:
+    blob = _attributes_of_size(MAX_ATTRIBUTES_BYTES - len('"a":"b",'))["blob"]
+    attributes = {"a": "b", "blob": blob}  # one ',' and two ':' at the cap exactly
 
     assert decode_request(_content_body(attributes=attributes)).attributes == attributes
 
@@ -539,6 +552,56 @@ def test_json_that_is_not_an_object_is_not_an_object(body: str) -> None:
 
     assert error.error_code == "not_an_object"
     assert "body" in error.detail
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ("[]", "the body is JSON an array, not an object"),
+        ("42", "the body is JSON a number, not an object"),
+        ("1.5", "the body is JSON a number, not an object"),
+        ('"text"', "the body is JSON a string, not an object"),
+        ("null", "the body is JSON null, not an object"),
+        ("true", "the body is JSON a boolean, not an object"),
+        (
+            '{"id": "a", "messages": {"role": "user"}}',
+            "the field 'messages' must be a list, not an object",
+        ),
+        (
+            '{"id": "a", "content": "x", "attributes": ["t"]}',
+            "the field 'attributes' must be an object, not an array",
+        ),
+        (
+            '{"id": "a", "content": "x", "attributes": {"n": NaN}}',
+            "the body is not valid JSON: NaN is not a JSON value",
+        ),
+        ('{"content": "x"}', "the field 'id' is required"),
+        ('{"id": "a"}', "exactly one of the fields 'messages' and 'content' must be given"),
+        (
+            '{"id": "a", "content": "x", "messages": []}',
+            "exactly one of the fields 'messages' and 'content' must be given, not both",
+        ),
+        (
+            '{"id": "a", "messages": [{"role": "user", "content": 42}]}',
+            "'messages[0].content' must be a string, not a number",
+        ),
+        (
+            '{"id": "a", "messages": [{"role": "' + "r" * 50 + '", "content": "x"}]}',
+            f"'messages[0].role' is {'r' * 40!r}; the roles are 'user' and 'assistant' ('agent')",
+        ),
+        (
+            '{"Type": "Notification"}',
+            "the SNS notification envelope has no string field 'Message'",
+        ),
+        (
+            '{"Type": "Notification", "Message": "NaN"}',
+            "the SNS envelope's 'Message' is not valid JSON: NaN is not a JSON value",
+        ),
+    ],
+)
+def test_the_detail_names_the_json_type_or_the_field_in_full(body: str, detail: str) -> None:
+    """The detail travels with the dead-letter copy: its whole text is part of the contract."""
+    assert _rejection(body).detail == detail
 
 
 def test_deeply_nested_arrays_are_invalid_json_not_a_crash() -> None:
@@ -709,6 +772,24 @@ def test_decode_conversation_accepts_an_object_with_messages() -> None:
 
 def test_decode_conversation_accepts_content_shorthand() -> None:
     assert decode_conversation({"content": "hi"}) == (Turn("user", "hi"),)
+
+
+@pytest.mark.parametrize(
+    ("document", "detail"),
+    [
+        ("hi", "the input is JSON a string, not an object"),
+        # decode_conversation takes any decoded value; one JSON never yields is named by type.
+        (("a",), "the input is JSON tuple, not an object"),
+    ],
+)
+def test_decode_conversation_of_a_non_object_names_its_type(document: object, detail: str) -> None:
+    error = _conversation_rejection(document)
+
+    assert (error.error_code, error.detail) == ("not_an_object", detail)
+
+
+def test_an_invalid_message_reads_as_its_code_and_detail() -> None:
+    assert str(_rejection("[]")) == "not_an_object: the body is JSON an array, not an object"
 
 
 def test_decode_conversation_needs_no_id() -> None:

@@ -22,6 +22,7 @@ from worker.core.prompt import (
     split_into_chunks,
 )
 from worker.core.taxonomy import Category, PromptFormat, Taxonomy, default_taxonomy
+from worker.core.tokens import PromptMeasure
 
 LG1 = PromptFormat.LLAMA_GUARD_1
 LG2 = PromptFormat.LLAMA_GUARD_2
@@ -102,7 +103,7 @@ def test_empty_content_renders_an_empty_turn() -> None:
 
 
 def test_render_rejects_empty_turns() -> None:
-    with pytest.raises(ValueError, match="without turns"):
+    with pytest.raises(ValueError, match=r"^cannot render a prompt without turns$"):
         render_prompt([], LG3, default_taxonomy(LG3))
 
 
@@ -600,6 +601,11 @@ def test_prepared_conversation_is_neutralised_and_stripped() -> None:
     assert prepared.neutralized is True
 
 
+def test_a_conversation_without_markers_is_prepared_as_not_neutralised() -> None:
+    assert prepare_conversation([]).neutralized is False
+    assert prepare_conversation([Turn("user", " hi ")]).neutralized is False
+
+
 def test_more_chunks_than_allowed_raises_prompt_too_long() -> None:
     content = "x" * 10_000
 
@@ -625,8 +631,72 @@ def test_plan_rejects_nonsense_arguments(budget: int, overlap: int, message: str
 
 
 def test_plan_rejects_empty_turns() -> None:
-    with pytest.raises(ValueError, match="without turns"):
+    with pytest.raises(ValueError, match=r"^cannot plan prompts without turns$"):
         _plan([], 10_000)
+
+
+def test_a_budget_of_one_is_too_small_for_the_template_not_a_nonsense_argument() -> None:
+    with pytest.raises(PromptTooLong):
+        _plan(_turns("hi"), 1)
+
+
+# --- budget in another unit: what the server adds and the slack at each seam ------------------
+
+
+def _one_per_character(*, server_added: int, slack: int) -> PromptMeasure:
+    """A token measure where every character is a token, so sizes are easy to predict."""
+    return PromptMeasure(
+        "tokens",
+        len,
+        lambda text: range(len(text)),
+        server_added=server_added,
+        slack=slack,
+        default_overlap=0,
+    )
+
+
+def _token_plan(turns: list[Turn], budget: int, measure: PromptMeasure) -> PromptPlan:
+    return plan_prompts(turns, LG3, default_taxonomy(LG3), budget, measure=measure)
+
+
+def test_the_budget_counts_what_the_server_adds_and_the_slack_at_both_seams() -> None:
+    turns = _turns("hello there " * 10)
+    exact = len(render_prompt(turns, LG3, default_taxonomy(LG3)).text)
+    measure = _one_per_character(server_added=7, slack=3)
+
+    assert not _token_plan(turns, exact + 7 + 2 * 3, measure).chunked
+    assert _token_plan(turns, exact + 7 + 2 * 3 - 1, measure).chunked
+
+
+def test_each_context_turn_is_counted_in_tokens_with_the_slack_of_its_seam() -> None:
+    turns = _turns("hello", "how are you?")
+    exact = len(render_prompt(turns, LG3, default_taxonomy(LG3)).text)
+    measure = _one_per_character(server_added=0, slack=3)
+    needed = exact + 2 * 3 + 3  # the assessed turn's two seams, the context turn's one
+
+    assert not _token_plan(turns, needed, measure).context_truncated
+    assert _token_plan(turns, needed - 1, measure).context_truncated
+
+
+def test_a_chunk_is_the_room_less_the_slack_at_its_two_ends() -> None:
+    measure = _one_per_character(server_added=0, slack=3)
+    budget = _fixed() + 2 * 3 + 100  # a room of 100 tokens once the template's seams are paid
+
+    plan = _token_plan(_turns("x" * 1_000), budget, measure)
+
+    assert len(plan.prompts[0].text) == _fixed() + 100 - 2 * 3
+
+
+def test_a_room_smaller_than_the_slack_leaves_no_room_for_a_chunk() -> None:
+    measure = _one_per_character(server_added=0, slack=3)
+    budget = _fixed() + 2 * 3 + 5  # 5 tokens of room, 6 of them taken by a chunk's two seams
+
+    with pytest.raises(PromptTooLong) as raised:
+        _token_plan(_turns("x" * 1_000), budget, measure)
+
+    assert str(raised.value) == (
+        f"the budget of {budget} tokens leaves no room for a chunk of the message"
+    )
 
 
 @pytest.mark.parametrize("budget_extra", [1, 2, 7, 50, 199, 200, 201, 999])
@@ -667,6 +737,30 @@ def test_split_caps_overlap_at_half_a_chunk() -> None:
 
     assert all(len(c) <= 10 for c in chunks)
     assert len(chunks) == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "chunk", "overlap", "pieces"),
+    [
+        # exactly one chunk long: one piece, not cut at its space
+        ("a a", 3, 0, ["a a"]),
+        # the cut is after the last whitespace of the window's second half
+        ("a a ", 3, 0, ["a", "a"]),
+        ("a\nbb", 3, 0, ["a", "bb"]),
+        ("a\na  ", 3, 0, ["a", "a"]),
+        ("  b\n\na", 5, 3, ["b", "a"]),
+        # whitespace in the first half is no place to cut: the window is cut hard
+        ("  aab", 4, 0, ["aa", "b"]),
+        (" ba", 2, 0, ["b", "a"]),
+        (" \nbb", 3, 0, ["bb"]),
+        # an overlap of half the chunk: the cut must still leave room to move forward
+        ("a b\n", 3, 3, ["a b", "b"]),
+    ],
+)
+def test_split_cuts_where_worked_out_by_hand(
+    text: str, chunk: int, overlap: int, pieces: list[str]
+) -> None:
+    assert split_into_chunks(text, chunk, overlap) == pieces
 
 
 def test_split_rejects_a_chunk_size_below_one() -> None:
@@ -712,8 +806,13 @@ def test_request_body_leaves_out_parameters_set_to_none() -> None:
 
 @pytest.mark.parametrize("name", ["temperature", "top_p", "top_k", "truncate"])
 def test_request_body_refuses_sampling_and_truncation(name: str) -> None:
-    with pytest.raises(ConfigurationError, match=name):
+    with pytest.raises(ConfigurationError) as raised:
         build_request_body("p", {**DEFAULT_PARAMETERS, name: 1})
+
+    assert str(raised.value) == (
+        f"generation parameter {name!r} must not be sent to Llama Guard: sampling makes verdicts"
+        " random and 'truncate' cuts the task out of the prompt"
+    )
 
 
 def test_check_parameters_accepts_the_defaults() -> None:

@@ -65,13 +65,20 @@ def test_max_tokens_and_logprobs_can_be_changed_and_logprobs_removed() -> None:
     ["temperature", "top_p", "top_k", "echo", "n", "truncate_prompt_tokens", "max_new_tokens"],
 )
 def test_any_other_generation_field_is_refused_by_name(key: str) -> None:
-    with pytest.raises(ConfigurationError, match=repr(key)):
+    with pytest.raises(ConfigurationError) as raised:
         OpenAICompletionsProtocol("m", {key: 1})
+
+    assert str(raised.value) == (
+        f"generation parameter {key!r} cannot be set for the OpenAI protocol: only"
+        " max_tokens and logprobs can (greedy decoding with temperature 0 is fixed)"
+    )
 
 
 def test_max_tokens_cannot_be_removed() -> None:
-    with pytest.raises(ConfigurationError, match="max_tokens"):
+    with pytest.raises(ConfigurationError) as raised:
         OpenAICompletionsProtocol("m", {"max_tokens": None})
+
+    assert str(raised.value) == "max_tokens cannot be removed for the OpenAI protocol"
 
 
 def test_the_tgi_protocol_writes_the_same_body_as_before() -> None:
@@ -93,36 +100,53 @@ def test_a_completion_is_the_first_choice_text_with_its_logprobs() -> None:
     assert completion.details == LOGPROBS
 
 
-def test_a_completion_without_logprobs_has_no_details() -> None:
-    assert decode_openai_completion(completion_body(logprobs=None)).details is None
+@pytest.mark.parametrize("logprobs", [None, [0.5], "0.5"])
+def test_a_completion_without_a_logprobs_object_has_no_details(logprobs: object) -> None:
+    assert decode_openai_completion(completion_body(logprobs=logprobs)).details is None
+
+
+_NO_CHOICE = "the endpoint's answer has no list of exactly one 'choices'"
+_NO_TEXT = "the endpoint's answer has no string 'choices[0].text'"
 
 
 @pytest.mark.parametrize(
-    "payload",
+    ("payload", "message"),
     [
-        b"not json",
-        b"\xff\xfe",
-        json.dumps([{"text": "safe"}]).encode(),
-        json.dumps({"choices": "safe"}).encode(),
-        json.dumps({"choices": []}).encode(),
-        json.dumps({"choices": [{"text": "a"}, {"text": "b"}]}).encode(),
-        completion_body(text=None).encode(),
-        json.dumps({"error": {"message": "boom"}}).encode(),
+        (json.dumps([{"text": "safe"}]).encode(), _NO_CHOICE),
+        (json.dumps({"choices": "safe"}).encode(), _NO_CHOICE),
+        (json.dumps({"choices": []}).encode(), _NO_CHOICE),
+        (json.dumps({"choices": [{"text": "a"}, {"text": "b"}]}).encode(), _NO_CHOICE),
+        (completion_body(text=None).encode(), _NO_TEXT),
+        (json.dumps({"choices": ["safe"]}).encode(), _NO_TEXT),
+        (json.dumps({"error": {"message": "boom"}}).encode(), _NO_CHOICE),
     ],
     ids=[
-        "not-json",
-        "not-utf8",
         "a-list",
         "choices-not-a-list",
         "no-choice",
         "two-choices",
         "no-text",
+        "a-choice-not-an-object",
         "an-error-object",
     ],
 )
-def test_any_other_answer_is_unreadable(payload: bytes) -> None:
-    with pytest.raises(UnreadableResponse):
+def test_any_other_answer_is_unreadable_saying_what_is_missing(
+    payload: bytes, message: str
+) -> None:
+    """The message is logged with ``endpoint_rejected``: an operator reads what was wrong."""
+    with pytest.raises(UnreadableResponse) as raised:
         decode_openai_completion(payload)
+
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"\xff\xfe"], ids=["not-json", "not-utf8"])
+def test_an_answer_that_is_not_json_is_unreadable_with_the_parsers_reason(payload: bytes) -> None:
+    with pytest.raises(UnreadableResponse) as raised:
+        decode_openai_completion(payload)
+
+    # Python's own words follow the prefix (they are the json module's, not ours).
+    assert str(raised.value).startswith("the endpoint answered with invalid JSON: Expecting value")
 
 
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
@@ -158,3 +182,11 @@ def test_an_error_message_is_cut_to_500_characters() -> None:
     payload = json.dumps({"error": {"message": "x" * 2000}})
 
     assert read_error_message(payload) == "x" * 500
+
+
+def test_an_error_body_that_is_not_utf8_is_read_with_replacement_characters() -> None:
+    assert read_error_message(b"\xffbad gateway") == "\ufffdbad gateway"
+
+
+def test_an_error_body_given_as_text_that_is_not_json_is_read_as_it_is() -> None:
+    assert read_error_message("upstream connect error") == "upstream connect error"

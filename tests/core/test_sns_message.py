@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from support.builders import TRACEPARENT
+from support.builders import AWS_TRACE_HEADER, TRACEPARENT
 
 from worker.core.verdict import (
     SNS_MAX_MESSAGE_BYTES,
@@ -90,6 +90,13 @@ def test_largest_field_names_the_field_that_takes_the_most_bytes() -> None:
     assert size == len(verdict.to_json().split('"unknown_codes":', 1)[1].split("]", 1)[0]) + 1
 
 
+def test_largest_field_counts_utf8_bytes_of_compact_json() -> None:
+    """Non-ASCII text is counted as the UTF-8 it is sent as, not as ``\\u`` escapes."""
+    verdict = make_verdict(attributes={"note": "é" * 1000, "n": 1})
+
+    assert largest_field(verdict) == ("attributes", len('{"note":"","n":1}') + 2 * 1000)
+
+
 def _verdict_of_size(size: int) -> Verdict:
     """A verdict whose SNS message (no trace headers) is exactly ``size`` bytes."""
     empty = sns_message(make_verdict(attributes={"pad": ""})).size
@@ -110,7 +117,13 @@ def test_a_verdict_one_byte_over_the_sns_limit_is_too_large_naming_size_limit_an
     )
 
 
-def test_trace_headers_can_tip_a_verdict_over_the_sns_limit() -> None:
+def test_a_traceparent_can_tip_a_verdict_over_the_sns_limit() -> None:
     verdict = _verdict_of_size(SNS_MAX_MESSAGE_BYTES)
 
     assert too_large_for_sns(verdict, traceparent=TRACEPARENT) is not None
+
+
+def test_an_aws_trace_header_can_tip_a_verdict_over_the_sns_limit() -> None:
+    verdict = _verdict_of_size(SNS_MAX_MESSAGE_BYTES)
+
+    assert too_large_for_sns(verdict, aws_trace_header=AWS_TRACE_HEADER) is not None

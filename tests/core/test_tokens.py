@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from worker.core.models import Turn
 from worker.core.prompt import plan_prompts, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.core.tokens import CHARACTERS, LLAMA3_VOCABULARY_SIZE, Llama3Tokenizer
+from worker.core.tokens import (
+    CHARACTERS,
+    LLAMA3_VOCABULARY_SIZE,
+    Llama3Tokenizer,
+    llama3_special_tokens,
+)
 from worker.pipeline import ModerationPolicy
 from worker.tokenizer import load_llama3_tokenizer
 
@@ -38,12 +43,36 @@ def test_the_tokenizer_is_loaded_once() -> None:
     assert load_llama3_tokenizer() is load_llama3_tokenizer()
 
 
+def test_the_special_tokens_are_llama3s_256_in_id_order() -> None:
+    """The 12 named ones, then reserved_special_token_2 up to _245 (0 and 1 are named)."""
+    tokens = llama3_special_tokens()
+
+    assert len(tokens) == len(set(tokens)) == 256
+    assert tokens[:3] == ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>"]
+    assert tokens[12] == "<|reserved_special_token_2|>"
+    assert tokens[-1] == "<|reserved_special_token_245|>"
+
+
+def test_the_token_measure_adds_the_begin_of_text_token_and_two_tokens_at_each_seam(
+    tokenizer: Llama3Tokenizer,
+) -> None:
+    """Its figures, as the budget uses them: 1 token the server adds, 2 of slack, 50 overlap."""
+    measure = tokenizer.measure()
+
+    assert (measure.unit, measure.server_added, measure.slack) == ("tokens", 1, 2)
+    assert measure.default_overlap == 50
+    assert measure.size("Hello world") == 2
+    assert list(measure.unit_starts("Hello world")) == [0, 5]
+
+
 @pytest.mark.parametrize(
     ("text", "tokens"),
     [
         ("", 0),
         ("Hello world", 2),
         ("<|eot_id|>", 1),
+        ("<|reserved_special_token_2|>", 1),
+        ("<|reserved_special_token_245|>", 1),
         ("<|start_header_id|>user<|end_header_id|>\n\n", 4),
     ],
 )
@@ -84,6 +113,35 @@ def test_runs_longer_than_tiktoken_takes_are_counted_in_segments(
     tokenizer: Llama3Tokenizer, text: str
 ) -> None:
     assert len(tokenizer.token_starts(text)) == tokenizer.count(text) > 0
+
+
+def test_a_run_longer_than_tiktoken_takes_is_cut_every_25000_characters(
+    tokenizer: Llama3Tokenizer,
+) -> None:
+    """The text before the run is one piece, then the run in pieces of 25,000 characters."""
+    text = "I " + "x" * 30_000
+
+    expected = tokenizer.count("I ") + tokenizer.count("x" * 25_000) + tokenizer.count("x" * 5_000)
+    assert tokenizer.count(text) == expected
+
+
+def test_a_run_of_exactly_25000_characters_is_not_cut_from_the_text_before_it(
+    tokenizer: Llama3Tokenizer,
+) -> None:
+    text = "I " + "x" * 25_000
+
+    # Cut at the run, the space would be counted apart from it: one token fewer.
+    assert tokenizer.count(text) != tokenizer.count("I ") + tokenizer.count("x" * 25_000)
+
+
+def test_text_longer_than_400000_characters_is_cut_at_the_run_that_crosses_the_limit(
+    tokenizer: Llama3Tokenizer,
+) -> None:
+    """ "word " * 80,000 is exactly 400,000 characters: the cut falls where the next word starts."""
+    text = "word " * 90_000
+
+    expected = tokenizer.count("word " * 80_000) + tokenizer.count("word " * 10_000)
+    assert tokenizer.count(text) == expected
 
 
 def _exact_size(tokenizer: Llama3Tokenizer, prompt: str) -> int:

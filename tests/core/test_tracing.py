@@ -53,7 +53,7 @@ def test_an_all_zero_parent_id_is_dropped() -> None:
 
 
 def test_version_00_with_anything_after_the_flags_is_dropped() -> None:
-    assert traceparent_problem(TRACEPARENT + "-extra") is not None
+    assert traceparent_problem(TRACEPARENT + "-extra") == "version 00 has nothing after the flags"
 
 
 def test_a_later_version_with_extra_fields_is_forwarded() -> None:
@@ -61,7 +61,9 @@ def test_a_later_version_with_extra_fields_is_forwarded() -> None:
 
 
 def test_a_later_version_whose_extra_fields_do_not_follow_a_dash_is_dropped() -> None:
-    assert traceparent_problem(f"cc-{TRACE_ID}-{PARENT_ID}-01x") is not None
+    assert traceparent_problem(f"cc-{TRACE_ID}-{PARENT_ID}-01x") == (
+        "a later version's extra fields must follow a '-' in visible ASCII"
+    )
 
 
 def test_a_later_version_longer_than_the_bound_is_dropped() -> None:
@@ -90,19 +92,25 @@ def test_an_x_ray_trace_header_is_forwarded(value: str) -> None:
     assert aws_trace_header_problem(value) is None
 
 
+NOT_FIELDS = "not ';'-separated Key=Value fields in visible ASCII"
+NO_ROOT = "no Root=1-<8 hex>-<24 hex> field"
+
+
 @pytest.mark.parametrize(
-    "value",
+    ("value", "reason"),
     [
-        "Sampled=1",  # no root
-        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled 1",
-        "Root=1-5759e988-bd862e3fe1be46a994272793;Note=two words",
-        "Root=2-5759e988-bd862e3fe1be46a994272793",
-        "garbage",
-        "",
+        ("Sampled=1", NO_ROOT),
+        ("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled 1", NOT_FIELDS),
+        ("Root=1-5759e988-bd862e3fe1be46a994272793;Note=two words", NOT_FIELDS),
+        ("Root=2-5759e988-bd862e3fe1be46a994272793", NO_ROOT),
+        ("garbage", NOT_FIELDS),
+        ("", NO_ROOT),
     ],
 )
-def test_an_aws_trace_header_that_is_not_x_ray_shaped_is_dropped(value: str) -> None:
-    assert aws_trace_header_problem(value) is not None
+def test_an_aws_trace_header_that_is_not_x_ray_shaped_is_dropped_with_its_reason(
+    value: str, reason: str
+) -> None:
+    assert aws_trace_header_problem(value) == reason
 
 
 def test_an_aws_trace_header_longer_than_the_bound_is_dropped() -> None:
@@ -111,3 +119,11 @@ def test_an_aws_trace_header_longer_than_the_bound_is_dropped() -> None:
     assert aws_trace_header_problem(value) == (
         f"longer than {MAX_AWS_TRACE_HEADER_CHARS} characters"
     )
+
+
+def test_an_aws_trace_header_exactly_at_the_bound_is_forwarded() -> None:
+    head = AWS_TRACE_HEADER + ";Pad="
+    value = head + "a" * (MAX_AWS_TRACE_HEADER_CHARS - len(head))
+
+    assert len(value) == MAX_AWS_TRACE_HEADER_CHARS
+    assert aws_trace_header_problem(value) is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -253,6 +255,23 @@ def test_utc_timestamps_are_iso_8601_with_milliseconds_and_z() -> None:
 )
 def test_timestamps_in_other_timezones_are_converted_to_utc(moment: datetime) -> None:
     assert _document(_verdict(received_at=moment))["received_at"] == "2026-11-26T14:00:00.120Z"
+
+
+@pytest.fixture
+def local_zone_new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is New York (UTC-5 in November) for the test."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("local_zone_new_york")
+def test_timestamps_are_utc_whatever_the_machines_local_zone() -> None:
+    moment = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
+
+    assert format_timestamp(moment) == "2026-11-26T14:00:00.120Z"
 
 
 def test_timestamp_conversion_crosses_the_date_line() -> None:

@@ -301,7 +301,7 @@ def plan_prompts(
             f"the budget of {max_prompt_size} {measure.unit} leaves no room for a chunk of the"
             " message"
         )
-    starts = None if measure.unit == "characters" else measure.unit_starts(assessed.content)
+    starts = measure.unit_starts(assessed.content)
     chunks = split_into_chunks(assessed.content, chunk_size, overlap, unit_starts=starts)
     if max_prompts is not None and len(chunks) > max_prompts:
         raise PromptTooLong(
