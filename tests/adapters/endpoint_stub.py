@@ -18,7 +18,7 @@ GENERATION = {"generated_text": "safe"}
 
 @dataclass
 class StubEndpoint:
-    """What the stub answers next, and the headers of every request it got."""
+    """What the stub answers next, and the headers and body of every request it got."""
 
     url: str = ""
     status: int = 200
@@ -26,6 +26,7 @@ class StubEndpoint:
     headers: dict[str, str] = field(default_factory=dict)
     authorizations: list[str | None] = field(default_factory=list)
     received_headers: list[dict[str, str]] = field(default_factory=list)
+    received_bodies: list[bytes] = field(default_factory=list)
 
     def answer(self, status: int, document: object, **headers: str) -> None:
         """Answer every following request with ``status`` and ``document`` as JSON."""
@@ -34,7 +35,7 @@ class StubEndpoint:
         self.headers = dict(headers)
 
     async def handle(self, request: web.Request) -> web.Response:
-        await request.read()
+        self.received_bodies.append(await request.read())
         self.authorizations.append(request.headers.get("Authorization"))
         self.received_headers.append(dict(request.headers))
         return web.Response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 
@@ -201,3 +202,24 @@ async def test_sagemaker_routing_options_are_sent_as_invoke_endpoint_parameters(
     assert headers["X-Amzn-SageMaker-Target-Variant"] == "AllTraffic"
     assert headers["X-Amzn-SageMaker-Inference-Component"] == "llama-guard-component"
     assert headers["X-Amzn-SageMaker-Custom-Attributes"] == "tenant=acme"
+
+
+async def test_sagemaker_sends_the_prompt_as_utf8_json_and_asks_for_json(
+    aws_session: AioSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw request as the endpoint receives it: text outside ASCII as UTF-8 bytes (not
+    ``\\u`` escapes, which would count differently against a token budget), JSON both ways."""
+    prompt = prompt_for("¿Cómo horneo un pastel? 🍰")
+    async with run_stub_endpoint() as stub:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", stub.url)
+        async with open_aws_clients(services=SAGEMAKER_ONLY, session=aws_session) as aws:
+            classifier = SageMakerClassifier(
+                aws.sagemaker_runtime, ENDPOINT, TgiProtocol(DEFAULT_PARAMETERS)
+            )
+            await classifier.classify(prompt)
+    [headers] = stub.received_headers
+    [body] = stub.received_bodies
+    assert headers["Accept"] == "application/json"
+    assert headers["Content-Type"] == "application/json"
+    assert "¿Cómo horneo un pastel? 🍰".encode() in body
+    assert json.loads(body)["inputs"] == prompt
