@@ -122,7 +122,7 @@ def test_an_aws_trace_header_longer_than_the_bound_is_dropped() -> None:
 
 
 def test_an_aws_trace_header_exactly_at_the_bound_is_forwarded() -> None:
-    head = AWS_TRACE_HEADER + ";Pad="
+    head = AWS_TRACE_HEADER_WITH_PARENT + ";Pad="
     value = head + "a" * (MAX_AWS_TRACE_HEADER_CHARS - len(head))
 
     assert len(value) == MAX_AWS_TRACE_HEADER_CHARS
