@@ -1,0 +1,60 @@
+"""The per-module mutation scores read from mutmut's result files (tools/mutation_scores.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tools.mutation_scores import main, module_scores
+
+
+def write_meta(mutants: Path, module: str, exit_codes: dict[str, int | None]) -> None:
+    meta = mutants / f"{module}.meta"
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"exit_code_by_key": exit_codes}), encoding="utf-8")
+
+
+def test_each_outcome_is_counted_and_timeouts_count_as_detected(tmp_path: Path) -> None:
+    # mutmut's exit codes: 1 killed, 0 survived, 36 timeout, 33 no tests, None not checked.
+    write_meta(tmp_path, "worker/a.py", {"m1": 1, "m2": 1, "m3": 36, "m4": 0, "m5": 33})
+
+    (row,) = module_scores(tmp_path)
+
+    assert (row.module, row.mutants) == ("worker/a.py", 5)
+    assert (row.counts["killed"], row.counts["timeout"], row.counts["survived"]) == (2, 1, 1)
+    assert row.counts["no tests"] == 1
+    assert row.score == pytest.approx(60.0)
+    assert row.survivors == ("m4",)
+
+
+def test_only_modules_matching_a_pattern_are_listed(tmp_path: Path) -> None:
+    write_meta(tmp_path, "worker/core/a.py", {"a": 1})
+    write_meta(tmp_path, "worker/core/b.py", {"b": 0})
+    write_meta(tmp_path, "worker/runner.py", {"r": 1})
+
+    rows = module_scores(tmp_path, ["worker/core/*", "worker/nothing.py"])
+
+    assert [row.module for row in rows] == ["worker/core/a.py", "worker/core/b.py"]
+
+
+def test_the_table_marks_a_module_with_unchecked_mutants_and_lists_survivors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_meta(
+        tmp_path, "worker/a.py", {"worker.a.x_f__mutmut_1": 0, "worker.a.x_f__mutmut_2": None}
+    )
+    write_meta(tmp_path, "worker/empty.py", {})
+
+    assert main(["--mutants", str(tmp_path)]) == 0
+
+    out = capsys.readouterr().out
+    assert "| `worker/a.py` | 2 | 0 | 1 | 0 | 0 | 1 | 0 | 0.0 % (incomplete) |" in out
+    assert "worker/empty.py" not in out
+    assert out.rstrip().endswith("worker/a.py: worker.a.x_f__mutmut_1")
+
+
+def test_no_results_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--mutants", str(tmp_path)]) == 1
+    assert "no mutmut results" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""The mutation score of each module from mutmut's result files, for docs/testing.md.
+
+``mutmut run`` records one exit code per mutant in ``mutants/<path>.meta``; ``mutmut results``
+lists the mutants that were not killed but gives no figures. This reads those files and prints,
+per module (optionally only the modules matching ``--module`` patterns, fnmatch on the path),
+the mutants, how many were killed, survived, timed out, had no test, and the score (killed and
+timed out over all mutants, as mutmut's badge counts it), then the surviving mutants' names.
+A module with mutants not checked yet is marked incomplete.
+
+    python tools/mutation_scores.py --module 'worker/core/*' --module worker/pipeline.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from mutmut.stats import status_by_exit_code
+
+# mutmut's status names, grouped into the table's columns.
+_COLUMNS: Final = {
+    "killed": "killed",
+    "caught by type check": "killed",
+    "survived": "survived",
+    "timeout": "timeout",
+    "no tests": "no tests",
+    "not checked": "not checked",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleScore:
+    """One module's mutants by outcome; ``other`` is suspicious, segfault, skipped, interrupted."""
+
+    module: str
+    counts: Counter[str]
+    survivors: tuple[str, ...]
+
+    @property
+    def mutants(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def score(self) -> float:
+        detected = self.counts["killed"] + self.counts["timeout"]
+        return 100.0 * detected / self.mutants if self.mutants else 100.0
+
+
+def module_scores(mutants_dir: Path, patterns: Sequence[str] = ()) -> list[ModuleScore]:
+    """One row per mutated module under ``mutants_dir`` whose path matches any of ``patterns``."""
+    rows = []
+    for meta in sorted(mutants_dir.rglob("*.py.meta")):
+        module = meta.relative_to(mutants_dir).as_posix().removesuffix(".meta")
+        if patterns and not any(fnmatch.fnmatch(module, pattern) for pattern in patterns):
+            continue
+        exit_codes: dict[str, int | None] = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
+        if not exit_codes:
+            continue
+        statuses = {name: status_by_exit_code[code] for name, code in exit_codes.items()}
+        counts = Counter(_COLUMNS.get(status, "other") for status in statuses.values())
+        survivors = tuple(name for name, status in statuses.items() if status == "survived")
+        rows.append(ModuleScore(module, counts, survivors))
+    return rows
+
+
+def render(rows: Iterable[ModuleScore]) -> str:
+    """A Markdown table of the rows, then each module's survivors."""
+    columns = ("killed", "survived", "timeout", "no tests", "not checked", "other")
+    lines = [
+        "| module | mutants | " + " | ".join(columns) + " | score |",
+        "|---|" + "---|" * (len(columns) + 2),
+    ]
+    survivors: list[str] = []
+    for row in rows:
+        incomplete = " (incomplete)" if row.counts["not checked"] else ""
+        figures = " | ".join(str(row.counts[column]) for column in columns)
+        lines.append(
+            f"| `{row.module}` | {row.mutants} | {figures} | {row.score:.1f} %{incomplete} |"
+        )
+        survivors.extend(f"{row.module}: {name}" for name in row.survivors)
+    return "\n".join([*lines, "", "survivors:", *(survivors or ["none"])])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's directory")
+    parser.add_argument(
+        "--module", action="append", default=[], help="a path pattern (fnmatch); repeatable"
+    )
+    args = parser.parse_args(argv)
+    rows = module_scores(args.mutants, args.module)
+    if not rows:
+        print(f"no mutmut results under {args.mutants}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(render(rows))  # noqa: T201 - the table is this tool's output
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
