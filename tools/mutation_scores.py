@@ -2,12 +2,12 @@
 
 ``mutmut run`` records one exit code per mutant in ``mutants/<path>.meta``; ``mutmut results``
 lists the mutants that were not killed but gives no figures. This reads those files and prints,
-per module (optionally only the modules matching ``--module`` patterns, fnmatch on the path),
-the mutants, how many were killed, survived, timed out, had no test, and the score (killed and
-timed out over all mutants, as mutmut's badge counts it), then the surviving mutants' names.
-A module with mutants not checked yet is marked incomplete.
+per module, the mutants, how many were killed, survived, timed out, had no test, and the score
+(killed and timed out over all mutants, as mutmut's badge counts it), then the surviving mutants'
+names. It counts the mutants whose names match any of the patterns given (fnmatch, as
+``mutmut run`` takes them), else all. A module with mutants not checked yet is marked incomplete.
 
-    python tools/mutation_scores.py --module 'worker/core/*' --module worker/pipeline.py
+    python tools/mutation_scores.py 'worker.core.*' 'worker.pipeline.*'
 """
 
 from __future__ import annotations
@@ -54,16 +54,18 @@ class ModuleScore:
 
 
 def module_scores(mutants_dir: Path, patterns: Sequence[str] = ()) -> list[ModuleScore]:
-    """One row per mutated module under ``mutants_dir`` whose path matches any of ``patterns``."""
+    """One row per mutated module under ``mutants_dir`` with a mutant matching ``patterns``."""
     rows = []
     for meta in sorted(mutants_dir.rglob("*.py.meta")):
         module = meta.relative_to(mutants_dir).as_posix().removesuffix(".meta")
-        if patterns and not any(fnmatch.fnmatch(module, pattern) for pattern in patterns):
-            continue
         exit_codes: dict[str, int | None] = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
-        if not exit_codes:
+        statuses = {
+            name: status_by_exit_code[code]
+            for name, code in exit_codes.items()
+            if not patterns or any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+        }
+        if not statuses:
             continue
-        statuses = {name: status_by_exit_code[code] for name, code in exit_codes.items()}
         counts = Counter(_COLUMNS.get(status, "other") for status in statuses.values())
         survivors = tuple(name for name, status in statuses.items() if status == "survived")
         rows.append(ModuleScore(module, counts, survivors))
@@ -91,11 +93,9 @@ def render(rows: Iterable[ModuleScore]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's directory")
-    parser.add_argument(
-        "--module", action="append", default=[], help="a path pattern (fnmatch); repeatable"
-    )
+    parser.add_argument("patterns", nargs="*", help="mutant names (fnmatch), as mutmut run takes")
     args = parser.parse_args(argv)
-    rows = module_scores(args.mutants, args.module)
+    rows = module_scores(args.mutants, args.patterns)
     if not rows:
         print(f"no mutmut results under {args.mutants}", file=sys.stderr)  # noqa: T201
         return 1

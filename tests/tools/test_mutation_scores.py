@@ -29,14 +29,22 @@ def test_each_outcome_is_counted_and_timeouts_count_as_detected(tmp_path: Path) 
     assert row.survivors == ("m4",)
 
 
-def test_only_modules_matching_a_pattern_are_listed(tmp_path: Path) -> None:
-    write_meta(tmp_path, "worker/core/a.py", {"a": 1})
-    write_meta(tmp_path, "worker/core/b.py", {"b": 0})
-    write_meta(tmp_path, "worker/runner.py", {"r": 1})
+def test_only_mutants_matching_a_pattern_are_counted(tmp_path: Path) -> None:
+    write_meta(tmp_path, "worker/core/a.py", {"worker.core.a.x_f__mutmut_1": 1})
+    write_meta(tmp_path, "worker/core/b.py", {"worker.core.b.x_g__mutmut_1": 0})
+    write_meta(
+        tmp_path,
+        "worker/runner.py",
+        {"worker.runner.x_h__mutmut_1": 1, "worker.runner.x_k__mutmut_1": 0},
+    )
 
-    rows = module_scores(tmp_path, ["worker/core/*", "worker/nothing.py"])
+    rows = module_scores(tmp_path, ["worker.core.*", "worker.runner.x_h*", "worker.nothing.*"])
 
-    assert [row.module for row in rows] == ["worker/core/a.py", "worker/core/b.py"]
+    assert [(row.module, row.mutants) for row in rows] == [
+        ("worker/core/a.py", 1),
+        ("worker/core/b.py", 1),
+        ("worker/runner.py", 1),
+    ]
 
 
 def test_the_table_marks_a_module_with_unchecked_mutants_and_lists_survivors(
