@@ -3,7 +3,8 @@
 ``mutmut run`` records one exit code per mutant in ``mutants/<path>.meta``; ``mutmut results``
 lists the mutants that were not killed but gives no figures. This reads those files and prints,
 per module, the mutants, how many were killed, survived, timed out, had no test, and the score
-(killed and timed out over all mutants, as mutmut's badge counts it), then the surviving mutants'
+(killed and timed out over all mutants, as mutmut's badge counts it) and the time its mutants'
+test runs took in all (two run at once with ``--max-children 2``), then the surviving mutants'
 names. It counts the mutants whose names match any of the patterns given (fnmatch, as
 ``mutmut run`` takes them), else all. A module with mutants not checked yet is marked incomplete.
 
@@ -42,6 +43,7 @@ class ModuleScore:
     module: str
     counts: Counter[str]
     survivors: tuple[str, ...]
+    seconds: float
 
     @property
     def mutants(self) -> int:
@@ -58,7 +60,9 @@ def module_scores(mutants_dir: Path, patterns: Sequence[str] = ()) -> list[Modul
     rows = []
     for meta in sorted(mutants_dir.rglob("*.py.meta")):
         module = meta.relative_to(mutants_dir).as_posix().removesuffix(".meta")
-        exit_codes: dict[str, int | None] = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
+        results = json.loads(meta.read_text("utf-8"))
+        exit_codes: dict[str, int | None] = results["exit_code_by_key"]
+        durations: dict[str, float] = results.get("durations_by_key", {})
         statuses = {
             name: status_by_exit_code[code]
             for name, code in exit_codes.items()
@@ -68,7 +72,8 @@ def module_scores(mutants_dir: Path, patterns: Sequence[str] = ()) -> list[Modul
             continue
         counts = Counter(_COLUMNS.get(status, "other") for status in statuses.values())
         survivors = tuple(name for name, status in statuses.items() if status == "survived")
-        rows.append(ModuleScore(module, counts, survivors))
+        seconds = sum(durations.get(name, 0.0) for name in statuses)
+        rows.append(ModuleScore(module, counts, survivors, seconds))
     return rows
 
 
@@ -76,15 +81,16 @@ def render(rows: Iterable[ModuleScore]) -> str:
     """A Markdown table of the rows, then each module's survivors."""
     columns = ("killed", "survived", "timeout", "no tests", "not checked", "other")
     lines = [
-        "| module | mutants | " + " | ".join(columns) + " | score |",
-        "|---|" + "---|" * (len(columns) + 2),
+        "| module | mutants | " + " | ".join(columns) + " | score | mutants' test time |",
+        "|---|" + "---|" * (len(columns) + 3),
     ]
     survivors: list[str] = []
     for row in rows:
         incomplete = " (incomplete)" if row.counts["not checked"] else ""
         figures = " | ".join(str(row.counts[column]) for column in columns)
         lines.append(
-            f"| `{row.module}` | {row.mutants} | {figures} | {row.score:.1f} %{incomplete} |"
+            f"| `{row.module}` | {row.mutants} | {figures} | {row.score:.1f} %{incomplete}"
+            f" | {row.seconds:.0f} s |"
         )
         survivors.extend(f"{row.module}: {name}" for name in row.survivors)
     return "\n".join([*lines, "", "survivors:", *(survivors or ["none"])])

@@ -10,10 +10,16 @@ import pytest
 from tools.mutation_scores import main, module_scores
 
 
-def write_meta(mutants: Path, module: str, exit_codes: dict[str, int | None]) -> None:
+def write_meta(
+    mutants: Path,
+    module: str,
+    exit_codes: dict[str, int | None],
+    durations: dict[str, float] | None = None,
+) -> None:
     meta = mutants / f"{module}.meta"
     meta.parent.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps({"exit_code_by_key": exit_codes}), encoding="utf-8")
+    document = {"exit_code_by_key": exit_codes, "durations_by_key": durations or {}}
+    meta.write_text(json.dumps(document), encoding="utf-8")
 
 
 def test_each_outcome_is_counted_and_timeouts_count_as_detected(tmp_path: Path) -> None:
@@ -27,6 +33,7 @@ def test_each_outcome_is_counted_and_timeouts_count_as_detected(tmp_path: Path) 
     assert row.counts["no tests"] == 1
     assert row.score == pytest.approx(60.0)
     assert row.survivors == ("m4",)
+    assert row.seconds == 0.0  # no durations recorded
 
 
 def test_only_mutants_matching_a_pattern_are_counted(tmp_path: Path) -> None:
@@ -47,18 +54,21 @@ def test_only_mutants_matching_a_pattern_are_counted(tmp_path: Path) -> None:
     ]
 
 
-def test_the_table_marks_a_module_with_unchecked_mutants_and_lists_survivors(
+def test_the_table_marks_unchecked_mutants_sums_test_time_and_lists_survivors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_meta(
-        tmp_path, "worker/a.py", {"worker.a.x_f__mutmut_1": 0, "worker.a.x_f__mutmut_2": None}
+        tmp_path,
+        "worker/a.py",
+        {"worker.a.x_f__mutmut_1": 0, "worker.a.x_f__mutmut_2": None},
+        {"worker.a.x_f__mutmut_1": 2.6},
     )
     write_meta(tmp_path, "worker/empty.py", {})
 
     assert main(["--mutants", str(tmp_path)]) == 0
 
     out = capsys.readouterr().out
-    assert "| `worker/a.py` | 2 | 0 | 1 | 0 | 0 | 1 | 0 | 0.0 % (incomplete) |" in out
+    assert "| `worker/a.py` | 2 | 0 | 1 | 0 | 0 | 1 | 0 | 0.0 % (incomplete) | 3 s |" in out
     assert "worker/empty.py" not in out
     assert out.rstrip().endswith("worker/a.py: worker.a.x_f__mutmut_1")
 
