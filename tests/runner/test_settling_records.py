@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
+from support.builders import make_verdict
 from test_runner import ScriptedHandler, ack, run
 
 from devstack.fakes import InMemorySource
-from worker.pipeline import DeadLetter, Outcome, RetryLater
+from worker.pipeline import Ack, DeadLetter, Outcome, RetryLater
 from worker.ports import ReceivedMessage
 from worker.runner import RunnerConfig
 
@@ -128,3 +129,36 @@ def test_the_release_delay_stops_doubling_at_two_to_the_thirtieth() -> None:
     assert config.release_delay(31) == 2**30
     assert config.release_delay(32) == 2**30
     assert config.release_delay(10**6) == 2**30
+
+
+async def test_an_acked_verdict_is_counted_under_its_verdict() -> None:
+    before = {v: sample("moderation_verdicts_total", verdict=v) for v in ("safe", "unsafe")}
+    source = InMemorySource()
+    source.send("x")
+
+    async def unsafe(message: ReceivedMessage) -> Outcome:
+        return Ack(make_verdict(message.body, unsafe=True))
+
+    await run(source, ScriptedHandler(unsafe))
+
+    after = {v: sample("moderation_verdicts_total", verdict=v) for v in ("safe", "unsafe")}
+    assert {v: after[v] - before[v] for v in after} == {"safe": 0.0, "unsafe": 1.0}
+
+
+async def test_each_release_for_a_retry_is_counted_and_logged_with_its_reason_and_delay() -> None:
+    source = InMemorySource()
+    for index in range(2):
+        source.send(f"m{index}")
+
+    with capture_logs() as logs:
+        stats = await run(source, ScriptedHandler(retry_later), release_delay_base=7)
+
+    assert stats.retried == 2
+    assert events(logs, "message_released") == 2 * [
+        {
+            "event": "message_released",
+            "log_level": "info",
+            "reason": "classifier: down",
+            "visible_in_seconds": 7,
+        }
+    ]
