@@ -105,21 +105,23 @@ async def test_without_a_dead_letter_queue_the_error_code_is_logged_and_nothing_
 async def test_the_rest_of_a_fifo_group_released_after_a_failure_is_not_a_shutdown_release() -> (
     None
 ):
+    """Only the messages after the failed one are released, and not counted as on shutdown."""
     source = InMemorySource()
-    for index in range(3):
-        source.send(f"g{index}", group_id="g")
+    ids = [source.send(f"g{index}", group_id="g") for index in range(4)]
 
-    async def head_fails_once(message: ReceivedMessage) -> Outcome:
-        if message.body == "g0" and message.receive_count == 1:
+    async def second_fails_once(message: ReceivedMessage) -> Outcome:
+        if message.body == "g1" and message.receive_count == 1:
             return await retry_later(message)
         return await ack(message)
 
     with capture_logs() as logs:
-        stats = await run(source, ScriptedHandler(head_fails_once), release_delay_base=0)
+        stats = await run(source, ScriptedHandler(second_fails_once), release_delay_base=0)
 
     assert [entry["group_size"] for entry in events(logs, "fifo_group_released")] == [2]
+    # g1 by its retry, g2 and g3 as the rest of the group; g0 was acked, never released.
+    assert sorted(source.visibility_changes) == [(message_id, 0) for message_id in ids[1:]]
     assert stats.released_on_shutdown == 0
-    assert stats.acked == 3
+    assert stats.acked == 4
 
 
 def test_the_release_delay_stops_doubling_at_two_to_the_thirtieth() -> None:
