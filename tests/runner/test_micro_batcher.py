@@ -118,5 +118,5 @@ async def test_flush_now_sends_what_waits_without_the_linger() -> None:
 
     batcher.flush_now()
 
-    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=20) == [1, 2]
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), timeout=20)) == [1, 2]
     assert flushed == [[1, 2]]
