@@ -12,10 +12,10 @@ import structlog
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 from test_runner import ScriptedHandler, ack, run
-from test_unprotected_paths import FixedGate
+from test_unprotected_paths import FixedGate, RecordingSource
 
 from devstack.fakes import InMemorySource
-from worker.pipeline import Outcome
+from worker.pipeline import Outcome, RetryLater
 from worker.ports import ReceivedMessage
 from worker.runner import Runner, RunnerConfig
 
@@ -93,3 +93,29 @@ async def test_messages_keep_coming_through_a_gate_with_room_for_one() -> None:
 
     assert handler.handled == ["m0", "m1", "m2"]
     assert stats.acked == 3
+
+
+async def test_unstarted_messages_released_give_their_room_back_to_the_gate() -> None:
+    """A FIFO group's rest, released before it started, leaves the count of messages waiting
+    for a slot: receives stay within the gate's capacity, and once idle ask for all of it."""
+    source = RecordingSource()
+    for index in range(3):
+        source.send(f"g{index}", group_id="g")
+
+    async def head_fails_once(message: ReceivedMessage) -> Outcome:
+        if message.body == "g0" and message.receive_count == 1:
+            return RetryLater("classifier: down")
+        return await ack(message)
+
+    runner = Runner(
+        source,
+        ScriptedHandler(head_fails_once),
+        RunnerConfig(wait_seconds=0, burst=True, drain_timeout=5.0, release_delay_base=0),
+        gate=FixedGate(3),
+    )
+
+    stats = await asyncio.wait_for(runner.run(asyncio.Event()), timeout=20)
+
+    assert stats.acked == 3
+    assert max(source.asked) == 3
+    assert source.asked[-1] == 3  # the receive that found the queue empty, nothing held
