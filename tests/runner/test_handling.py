@@ -29,10 +29,11 @@ async def test_the_message_id_and_receive_count_are_bound_while_it_is_handled() 
         bound.append(structlog.contextvars.get_contextvars())
         return await ack(message)
 
+    before = structlog.contextvars.get_contextvars()
     await run(source, ScriptedHandler(record_context))
 
-    assert bound == [{"message_id": message_id, "receive_count": 1}]
-    assert structlog.contextvars.get_contextvars() == {}
+    assert bound == [before | {"message_id": message_id, "receive_count": 1}]
+    assert structlog.contextvars.get_contextvars() == before  # unbound once handled
 
 
 async def test_a_handler_that_raises_is_logged_and_the_message_retried_under_the_errors_name() -> (
