@@ -31,6 +31,6 @@ async def test_answered_publications_no_longer_count_as_on_their_way() -> None:
     handling = 2
     second_burst = asyncio.gather(sink.publish([publication(3)]), sink.publish([publication(4)]))
 
-    assert await asyncio.wait_for(second_burst, timeout=20) == [[None], [None]]
+    assert list(await asyncio.wait_for(second_burst, timeout=20)) == [[None], [None]]
     assert inner.calls == 2
     assert [p.verdict.id for p in inner.all_published] == ["v-1", "v-2", "v-3", "v-4"]
