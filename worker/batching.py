@@ -119,7 +119,7 @@ class BatchingSink:
         self,
         inner: VerdictSink,
         *,
-        linger: float = 0.02,
+        linger: float,
         unsafe_linger: float | None = None,
         handling: Callable[[], int] | None = None,
     ) -> None:

@@ -110,8 +110,8 @@ class RunnerConfig:
 
 @dataclass
 class RunStats:
-    """Counters of what one run did, for logs, the demo and tests (per-message detail goes to
-    the runner's ``on_outcome`` callback; nothing here grows with the messages handled)."""
+    """Counters of what one run did, for logs, the demo and tests (nothing here grows with the
+    messages handled)."""
 
     received: int = 0
     acked: int = 0
@@ -165,13 +165,11 @@ class Runner:
         config: RunnerConfig,
         *,
         gate: ReceiveGate | None = None,
-        on_outcome: Callable[[ReceivedMessage, Outcome], None] | None = None,
     ) -> None:
         self._source = source
         self._gate = gate
         self._handler = handler
         self._config = config
-        self._on_outcome = on_outcome
         self._stats = RunStats()
         self._leases: dict[str, Lease] = {}  # by receipt handle, only while held
         # Held leases not yet settling, and those of them not started: what counts as room.
@@ -471,8 +469,6 @@ class Runner:
                 self._leases.pop(lease.message.receipt_handle, None)
 
     async def _settle(self, message: ReceivedMessage, outcome: Outcome) -> None:
-        if self._on_outcome is not None:
-            self._on_outcome(message, outcome)
         if isinstance(outcome, Ack):
             self._stats.acked += 1
             metrics.OUTCOMES.labels("ack").inc()

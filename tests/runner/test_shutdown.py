@@ -76,7 +76,7 @@ async def test_messages_a_receive_returns_after_stop_are_released_at_once() -> N
     assert sorted(source.visibility_changes) == [(message_id, 0) for message_id in ids]
     assert source.in_flight() == []
     assert stats.released_on_shutdown == 3
-    assert any(e["event"] == "received_during_shutdown_released" for e in logs)
+    assert [e["count"] for e in logs if e["event"] == "received_during_shutdown_released"] == [3]
 
 
 async def test_a_receive_still_waiting_after_the_grace_is_abandoned() -> None:

@@ -1,0 +1,122 @@
+"""Handling one message: its id and receive count are bound for every log line meanwhile, a
+handler that raises becomes a retry named after the error, the handling time is measured, and a
+started message no longer counts as waiting for a slot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
+from test_runner import ScriptedHandler, ack, run
+from test_unprotected_paths import FixedGate, RecordingSource
+
+from devstack.fakes import InMemorySource
+from worker.pipeline import Outcome, RetryLater
+from worker.ports import ReceivedMessage
+from worker.runner import Runner, RunnerConfig
+
+
+async def test_the_message_id_and_receive_count_are_bound_while_it_is_handled() -> None:
+    source = InMemorySource()
+    message_id = source.send("x")
+    bound: list[dict[str, Any]] = []
+
+    async def record_context(message: ReceivedMessage) -> Outcome:
+        bound.append(structlog.contextvars.get_contextvars())
+        return await ack(message)
+
+    before = structlog.contextvars.get_contextvars()
+    await run(source, ScriptedHandler(record_context))
+
+    assert bound == [before | {"message_id": message_id, "receive_count": 1}]
+    assert structlog.contextvars.get_contextvars() == before  # unbound once handled
+
+
+async def test_a_handler_that_raises_is_logged_and_the_message_retried_under_the_errors_name() -> (
+    None
+):
+    source = InMemorySource()
+    source.send("x")
+
+    async def broken(message: ReceivedMessage) -> Outcome:
+        raise KeyError("verdict")
+
+    with capture_logs() as logs:
+        stats = await run(source, ScriptedHandler(broken), release_delay_base=3)
+
+    assert stats.retried == 1
+    [failed] = [entry for entry in logs if entry["event"] == "handler_failed"]
+    assert failed["error_type"] == "KeyError"
+    assert failed["exc_info"] is True
+    [released] = [entry for entry in logs if entry["event"] == "message_released"]
+    assert released["reason"] == "internal error: KeyError"
+
+
+def handle_seconds() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("moderation_handle_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("moderation_handle_seconds_sum") or 0.0
+    return count, total
+
+
+async def test_the_handling_time_observed_is_no_longer_than_the_run() -> None:
+    source = InMemorySource()
+    source.send("x")
+    count_before, sum_before = handle_seconds()
+
+    began = time.monotonic()
+    await run(source, ScriptedHandler())
+    run_seconds = time.monotonic() - began
+
+    count_after, sum_after = handle_seconds()
+    assert count_after - count_before == 1
+    assert 0 <= sum_after - sum_before <= run_seconds
+
+
+async def test_messages_keep_coming_through_a_gate_with_room_for_one() -> None:
+    """Once started, a message leaves the count of those waiting for a slot, so the room it
+    took comes back after it is settled."""
+    source = InMemorySource()
+    for index in range(3):
+        source.send(f"m{index}")
+    handler = ScriptedHandler()
+    runner = Runner(
+        source,
+        handler,
+        RunnerConfig(wait_seconds=0, burst=True, drain_timeout=5.0),
+        gate=FixedGate(1),
+    )
+
+    stats = await asyncio.wait_for(runner.run(asyncio.Event()), timeout=20)
+
+    assert handler.handled == ["m0", "m1", "m2"]
+    assert stats.acked == 3
+
+
+async def test_unstarted_messages_released_give_their_room_back_to_the_gate() -> None:
+    """A FIFO group's rest, released before it started, leaves the count of messages waiting
+    for a slot: receives stay within the gate's capacity, and once idle ask for all of it."""
+    source = RecordingSource()
+    for index in range(3):
+        source.send(f"g{index}", group_id="g")
+
+    async def head_fails_once(message: ReceivedMessage) -> Outcome:
+        if message.body == "g0" and message.receive_count == 1:
+            return RetryLater("classifier: down")
+        return await ack(message)
+
+    runner = Runner(
+        source,
+        ScriptedHandler(head_fails_once),
+        RunnerConfig(wait_seconds=0, burst=True, drain_timeout=5.0, release_delay_base=0),
+        gate=FixedGate(3),
+    )
+
+    stats = await asyncio.wait_for(runner.run(asyncio.Event()), timeout=20)
+
+    assert stats.acked == 3
+    assert max(source.asked) == 3
+    assert source.asked[-1] == 3  # the receive that found the queue empty, nothing held
