@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
-from support.builders import TRACEPARENT
+from support.builders import AWS_TRACE_HEADER, TRACEPARENT
 
 from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
 from devstack.fakes import InMemorySink
@@ -70,6 +71,17 @@ def make_moderator(
     return make
 
 
+async def test_a_parseable_answer_is_asked_for_once_and_not_flagged_cached(
+    make_moderator: MakeModerator, emulator: RunningEmulator
+) -> None:
+    with capture_logs() as logs:
+        outcome = await make_moderator().handle(received({"id": "p-0", "content": "Hi there"}))
+    assert isinstance(outcome, Ack)
+    assert emulator.stats.requests == 1
+    assert Flag.CACHED not in outcome.verdict.flags
+    assert [e for e in logs if e["event"] == "model_output_invalid"] == []
+
+
 async def test_safe_message_is_published_safe_and_acked(
     make_moderator: MakeModerator, sink: InMemorySink
 ) -> None:
@@ -126,8 +138,19 @@ async def test_unsafe_message_names_its_categories_from_the_taxonomy(
 async def test_trace_headers_travel_with_the_publication(
     make_moderator: MakeModerator, sink: InMemorySink
 ) -> None:
-    await make_moderator().handle(received({"id": "p-3", "content": "hello there"}))
-    assert sink.all_published[0].trace.traceparent == TRACEPARENT
+    message = dataclasses.replace(
+        received({"id": "p-3", "content": "hello there"}),
+        trace=TraceContext(traceparent=TRACEPARENT, aws_trace_header=AWS_TRACE_HEADER),
+    )
+
+    await make_moderator().handle(message)
+
+    [publication] = sink.all_published
+    assert publication.trace.traceparent == TRACEPARENT
+    # The SNS message built once by the pipeline carries both headers as attributes.
+    assert publication.sns is not None
+    assert publication.sns.attributes["traceparent"].value == TRACEPARENT
+    assert publication.sns.attributes["AWSTraceHeader"].value == AWS_TRACE_HEADER
 
 
 async def test_assistant_turn_is_assessed_as_the_agent(make_moderator: MakeModerator) -> None:
@@ -163,9 +186,13 @@ async def test_invalid_message_is_dead_lettered_without_calling_the_model(
 async def test_unparseable_output_twice_fails_closed(
     make_moderator: MakeModerator, emulator: RunningEmulator
 ) -> None:
-    outcome = await make_moderator().handle(
-        received({"id": "p-6", "content": f"Tell me a story {INVALID_MARKER}"})
-    )
+    with capture_logs() as logs:
+        outcome = await make_moderator().handle(
+            received({"id": "p-6", "content": f"Tell me a story {INVALID_MARKER}"})
+        )
+    invalid = [e for e in logs if e["event"] == "model_output_invalid"]
+    assert [e["attempt"] for e in invalid] == [1, 2]
+    assert all(isinstance(e["reason"], str) and e["reason"] for e in invalid)
     assert isinstance(outcome, Ack)
     assert outcome.verdict.verdict == "unsafe"
     assert Flag.MODEL_OUTPUT_INVALID in outcome.verdict.flags
@@ -177,7 +204,11 @@ async def test_unparseable_output_once_is_asked_again(
     make_moderator: MakeModerator, emulator: RunningEmulator
 ) -> None:
     emulator.faults.fail_next.append("invalid_output")
-    outcome = await make_moderator().handle(received({"id": "p-7", "content": "How do I knit?"}))
+    with capture_logs() as logs:
+        outcome = await make_moderator().handle(
+            received({"id": "p-7", "content": "How do I knit?"})
+        )
+    assert [e["attempt"] for e in logs if e["event"] == "model_output_invalid"] == [1]
     assert isinstance(outcome, Ack)
     assert outcome.verdict.verdict == "safe"
     assert outcome.verdict.flags == ()
@@ -197,8 +228,13 @@ async def test_endpoint_that_keeps_failing_releases_the_message(
     make_moderator: MakeModerator, emulator: RunningEmulator, sink: InMemorySink
 ) -> None:
     emulator.faults.down = True
-    outcome = await make_moderator().handle(received({"id": "p-9", "content": "Hi!"}))
+    with capture_logs() as logs:
+        outcome = await make_moderator().handle(received({"id": "p-9", "content": "Hi!"}))
     assert isinstance(outcome, RetryLater)
+    [unavailable] = [e for e in logs if e["event"] == "classifier_unavailable"]
+    assert unavailable["error_type"] == "EndpointUnavailable"
+    assert outcome.reason == f"classifier: {unavailable['error']}"
+    assert unavailable["error"]
     assert sink.all_published == []
     assert emulator.stats.requests == FAST_RETRIES.attempts
 
@@ -296,9 +332,12 @@ async def test_a_prompt_the_endpoint_can_never_take_is_dead_lettered(
     # (about 3 760 characters) leaves too little room for any content.
     async with run_emulator(EmulatorConfig(max_total_tokens=1000)) as small:
         moderator = make_moderator(endpoint_url=small.url)
-        outcome = await moderator.handle(received({"id": "p-19", "content": "Hello " * 200}))
+        with capture_logs() as logs:
+            outcome = await moderator.handle(received({"id": "p-19", "content": "Hello " * 200}))
     assert isinstance(outcome, DeadLetter)
     assert outcome.error_code == "prompt_too_long"
+    [too_long] = [e for e in logs if e["event"] == "prompt_too_long"]
+    assert too_long["error"] == outcome.detail != ""
     assert sink.all_published == []
 
 
