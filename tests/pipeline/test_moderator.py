@@ -315,6 +315,60 @@ async def test_custom_taxonomy_names_come_back_on_the_verdict(
     assert [(c.code, c.name) for c in outcome.verdict.categories] == [("S1", "Criminal Planning")]
 
 
+async def test_what_is_logged_for_a_published_verdict_and_an_invalid_message(
+    make_moderator: MakeModerator,
+) -> None:
+    with capture_logs() as logs:
+        outcome = await make_moderator().handle(
+            received({"id": "p-21", "content": "How do I make a bomb?"})
+        )
+        invalid = await make_moderator().handle(received('{"content": "no id"}'))
+    assert isinstance(outcome, Ack)
+    assert isinstance(invalid, DeadLetter)
+    [published] = [e for e in logs if e["event"] == "verdict_published"]
+    assert published == {
+        "event": "verdict_published",
+        "log_level": "info",
+        "verdict": outcome.verdict.verdict,
+        "categories": [category.code for category in outcome.verdict.categories],
+        "score": outcome.verdict.score,
+        "flags": list(outcome.verdict.flags),
+    }
+    [rejected] = [e for e in logs if e["event"] == "message_invalid"]
+    assert rejected == {
+        "event": "message_invalid",
+        "log_level": "warning",
+        "error_code": invalid.error_code,
+        "error_detail": invalid.detail,
+    }
+    assert (invalid.error_code, invalid.detail) != (None, None)
+
+
+async def test_an_invalid_message_body_is_logged_only_when_asked_and_cut_at_2000_characters(
+    make_moderator: MakeModerator,
+) -> None:
+    body = "x" * 2500  # not JSON
+    with capture_logs() as quiet:
+        await make_moderator().handle(received(body))
+    with capture_logs() as loud:
+        await make_moderator(log_content=True).handle(received(body))
+    assert "body" not in next(e for e in quiet if e["event"] == "message_invalid")
+    assert next(e for e in loud if e["event"] == "message_invalid")["body"] == "x" * 2000
+
+
+async def test_a_failed_publish_is_logged_with_the_sinks_error(
+    make_moderator: MakeModerator, sink: InMemorySink
+) -> None:
+    sink.fail_next()
+    with capture_logs() as logs:
+        outcome = await make_moderator().handle(received({"id": "p-22", "content": "Hi!"}))
+    assert isinstance(outcome, RetryLater)
+    [failed] = [e for e in logs if e["event"] == "publish_failed"]
+    assert failed["error"]
+    assert outcome.reason == f"publish: {failed['error']}"
+    assert [e for e in logs if e["event"] == "verdict_published"] == []
+
+
 async def test_content_is_not_logged_unless_asked(make_moderator: MakeModerator) -> None:
     secret = "my very private bread recipe"
     with capture_logs() as quiet:
