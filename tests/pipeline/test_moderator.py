@@ -95,6 +95,7 @@ async def test_safe_message_is_published_safe_and_acked(
     assert verdict.score is not None
     assert verdict.score < 0.5
     assert verdict.conversation_id == "room"
+    assert verdict.model.backend == "tgi"  # the classifier's own backend, not the default
     assert verdict.received_at == RECEIVED_AT
     assert [p.verdict for p in sink.published["safe"]] == [verdict]
 
@@ -377,7 +378,8 @@ async def test_content_is_not_logged_unless_asked(make_moderator: MakeModerator)
     with capture_logs() as loud:
         await make_moderator(log_content=True).handle(received({"id": "p-18", "content": secret}))
     assert secret not in repr(quiet)
-    assert secret in repr(loud)
+    [published] = [e for e in loud if e["event"] == "verdict_published"]
+    assert published["content"] == secret
 
 
 async def test_a_prompt_the_endpoint_can_never_take_is_dead_lettered(
