@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import platform
 import shlex
-import statistics
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,7 +20,15 @@ from typing import Final, TypeVar
 
 from bench import plot, scenarios
 from bench.procfs import this_machine
-from bench.report import Context, Results, figures_of, plot_panels, render_markdown, rows
+from bench.report import (
+    Context,
+    EndpointView,
+    Results,
+    figures_of,
+    plot_panels,
+    render_markdown,
+    rows,
+)
 from bench.stack import Stack, open_stack
 
 _T = TypeVar("_T")
@@ -144,6 +151,7 @@ async def _only_cpu(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
 
 async def _only_goodput(stack: Stack, sizes: scenarios.Sizes, *, queueing: bool) -> list[str]:
     result = await scenarios.goodput(stack, sizes, queueing=queueing)
+    view = EndpointView.of(result)
     return [
         (
             f"goodput {result.goodput_per_second:.1f}/s = {100 * result.goodput_share:.1f} %, "
@@ -151,10 +159,13 @@ async def _only_goodput(stack: Stack, sizes: scenarios.Sizes, *, queueing: bool)
             f"mean queue wait {result.mean_queue_wait_ms:.1f} ms"
         ),
         (
-            f"endpoint slots busy {100 * result.busy_share:.1f} % of the run, "
-            f"{result.mean_slot_ms:.1f} ms held per call"
+            f"endpoint slots busy {100 * view.busy_share:.1f} % of the run, "
+            f"{view.slot_ms:.1f} ms held per call"
         ),
-        _worker_view(result.drain.samples),
+        (
+            f"worker's view (medians): limit {view.worker_limit:.1f}, call latency "
+            f"{view.worker_call_ms:.1f} ms, baseline {view.worker_baseline_ms:.1f} ms"
+        ),
         (
             f"SQS calls/message {result.drain.sqs_calls_per_message:.3f}, "
             f"SNS {result.drain.sns_calls_per_message:.3f}"
@@ -198,21 +209,6 @@ async def _only_scaling(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
 
 async def _only_profile(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
     return (await scenarios.profile_worker(stack, sizes)).splitlines()
-
-
-def _worker_view(samples: Sequence[scenarios.Sample]) -> str:
-    """Medians over the run of what the worker's limiter saw (one worker)."""
-
-    def median(values: list[float]) -> float:
-        return statistics.median(values) if values else float("nan")
-
-    limits = [s.limit for s in samples if s.limit is not None]
-    recent = [s.latency_recent for s in samples if s.latency_recent is not None]
-    baseline = [s.latency_baseline for s in samples if s.latency_baseline is not None]
-    return (
-        f"worker's view (medians): limit {median(limits):.1f}, call latency "
-        f"{1000 * median(recent):.1f} ms, baseline {1000 * median(baseline):.1f} ms"
-    )
 
 
 SCENARIOS: Final[dict[str, Callable[[Stack, scenarios.Sizes], Awaitable[list[str]]]]] = {

@@ -69,19 +69,26 @@ class EndpointView:
     slot_ms: float
     worker_call_ms: float
     worker_limit: float
+    worker_baseline_ms: float = math.nan  # printed by ``--only``, not in the document
 
     @classmethod
     def of(cls, result: GoodputResult) -> EndpointView:
         samples = result.drain.samples
         calls = [s.latency_recent for s in samples if s.latency_recent is not None]
+        baselines = [s.latency_baseline for s in samples if s.latency_baseline is not None]
         limits = [s.limit for s in samples if s.limit is not None]
         return cls(
             model=result.model,
             busy_share=result.busy_share,
             slot_ms=result.mean_slot_ms,
-            worker_call_ms=1000.0 * statistics.median(calls) if calls else math.nan,
-            worker_limit=statistics.median(limits) if limits else math.nan,
+            worker_call_ms=_median(calls, scale=1000.0),
+            worker_limit=_median(limits),
+            worker_baseline_ms=_median(baselines, scale=1000.0),
         )
+
+
+def _median(values: Sequence[float], *, scale: float = 1.0) -> float:
+    return scale * statistics.median(values) if values else math.nan
 
 
 @dataclass(frozen=True, slots=True)
