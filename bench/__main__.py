@@ -163,6 +163,12 @@ async def _only_goodput(stack: Stack, sizes: scenarios.Sizes, *, queueing: bool)
             f"{view.slot_ms:.1f} ms held per call"
         ),
         (
+            f"oracle ({scenarios.CAPACITY} in flight, told the capacity): "
+            f"{result.oracle_goodput_per_second:.1f}/s = {100 * view.oracle_share:.1f} %, "
+            f"throttled {100 * view.oracle_throttled:.1f} %; worker / oracle "
+            f"{100 * view.of_oracle:.1f} %"
+        ),
+        (
             f"worker's view (medians): limit {view.worker_limit:.1f}, call latency "
             f"{view.worker_call_ms:.1f} ms, baseline {view.worker_baseline_ms:.1f} ms"
         ),

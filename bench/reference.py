@@ -8,6 +8,11 @@ bytes), ``PublishBatch`` per topic with the four verdict attributes (``verdict``
 adaptive limits, no logs, no metrics: it is the CPU floor the worker's CPU is divided by, and it
 assumes the happy path (any failure leaves the message for its visibility timeout).
 
+With ``--in-flight K`` it is instead the goodput scenarios' oracle: a client told the endpoint's
+capacity, which never has more than K model calls out and sends a throttled call again at once
+(botocore's own retries are off, so nothing sleeps). No adaptive limit can beat it on the same
+machine, so the worker's goodput is judged against the capacity and against this.
+
 Run as ``python -m bench.reference`` with the standard ``AWS_*`` variables pointing at the
 stack; it prints ``ready`` once its clients are open, stops after ``--messages`` settled
 messages (or at SIGTERM) and prints a JSON summary line.
@@ -26,7 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, build_request_body, render_prompt
@@ -79,12 +86,14 @@ class ReferenceConsumer:
         model: SageMakerRuntimeClient,
         *,
         messages: int,
+        in_flight: int = 0,
     ) -> None:
         self._targets = targets
         self._sqs = sqs
         self._sns = sns
         self._model = model
         self._wanted = messages
+        self._slots = asyncio.Semaphore(in_flight) if in_flight > 0 else None
         self.settled = 0
 
     async def run(self, loops: int) -> None:
@@ -125,14 +134,33 @@ class ReferenceConsumer:
         received_at = datetime.now(UTC)
         document = json.loads(message["Body"])
         prompt = render_prompt([Turn("user", document["content"])], FORMAT, _TAXONOMY).text
+        body = json.dumps(build_request_body(prompt, DEFAULT_PARAMETERS)).encode()
+        if self._slots is None:
+            generation = await self._invoke(body)
+        else:
+            async with self._slots:
+                generation = await self._invoke_until_admitted(body)
+        return _verdict(message["ReceiptHandle"], document, generation, received_at)
+
+    async def _invoke(self, body: bytes) -> dict[str, Any]:
         response = await self._model.invoke_endpoint(
             EndpointName=self._targets.endpoint_name,
-            Body=json.dumps(build_request_body(prompt, DEFAULT_PARAMETERS)).encode(),
+            Body=body,
             ContentType="application/json",
             Accept="application/json",
         )
-        (generation,) = json.loads(await response["Body"].read())
-        return _verdict(message["ReceiptHandle"], document, generation, received_at)
+        generations: list[dict[str, Any]] = json.loads(await response["Body"].read())
+        (generation,) = generations
+        return generation
+
+    async def _invoke_until_admitted(self, body: bytes) -> dict[str, Any]:
+        """Send until the endpoint admits the call (the emulator counts the throttled ones)."""
+        while True:
+            try:
+                return await self._invoke(body)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ThrottlingException":
+                    raise
 
     async def _publish(self, topic_arn: str, answers: Sequence[Answer]) -> list[str]:
         if not answers:
@@ -191,15 +219,23 @@ def _unsafe_probability(details: object) -> float | None:
     return unsafe / (unsafe + safe)
 
 
-async def consume(targets: Targets, *, messages: int, loops: int) -> int:
+def model_config(in_flight: int) -> AioConfig | None:
+    """The model client's settings: the oracle (``in_flight`` > 0) resends throttled calls itself,
+    at once, so botocore's retries (which sleep) are off."""
+    return AioConfig(retries={"total_max_attempts": 1}) if in_flight > 0 else None
+
+
+async def consume(targets: Targets, *, messages: int, loops: int, in_flight: int = 0) -> int:
     """Open the clients, say ``ready``, settle ``messages`` (or stop at SIGTERM)."""
     session = get_session()
     async with (
         session.create_client("sqs") as sqs,
         session.create_client("sns") as sns,
-        session.create_client("sagemaker-runtime") as model,
+        session.create_client("sagemaker-runtime", config=model_config(in_flight)) as model,
     ):
-        consumer = ReferenceConsumer(targets, sqs, sns, model, messages=messages)
+        consumer = ReferenceConsumer(
+            targets, sqs, sns, model, messages=messages, in_flight=in_flight
+        )
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         work = asyncio.create_task(consumer.run(loops))
@@ -216,11 +252,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--endpoint-name", required=True)
     parser.add_argument("--messages", type=int, required=True)
     parser.add_argument("--loops", type=int, default=8, help="receive loops (10 messages each)")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=0,
+        help="at most this many model calls at once, throttles sent again (0: no limit)",
+    )
     args = parser.parse_args(argv)
     targets = Targets(
         args.queue_url, args.safe_topic_arn, args.unsafe_topic_arn, args.endpoint_name
     )
-    settled = asyncio.run(consume(targets, messages=args.messages, loops=args.loops))
+    settled = asyncio.run(
+        consume(targets, messages=args.messages, loops=args.loops, in_flight=args.in_flight)
+    )
     sys.stdout.write(json.dumps({"settled": settled}) + "\n")
     return 0
 

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import itertools
+import math
 import pstats
 import time
 from collections import Counter
@@ -324,9 +325,9 @@ async def cpu_and_calls(stack: Stack, sizes: Sizes) -> CpuResult:
 
 
 async def _drain_with_reference(
-    stack: Stack, resources: LocalResources, endpoint_url: str, count: int
+    stack: Stack, resources: LocalResources, endpoint_url: str, count: int, *, in_flight: int = 0
 ) -> Drain:
-    process = ReferenceProcess(stack, resources, endpoint_url, messages=count)
+    process = ReferenceProcess(stack, resources, endpoint_url, messages=count, in_flight=in_flight)
     try:
         await process.wait_ready()
         watch = Watch(stack, resources.queue_url, endpoint_url, [process.pid])
@@ -374,10 +375,13 @@ async def profile_worker(stack: Stack, sizes: Sizes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class GoodputResult:
-    """The worker against an endpoint of fixed capacity, hard-capped or queueing."""
+    """The worker against an endpoint of fixed capacity, hard-capped or queueing; ``oracle`` is
+    the reference consumer told the capacity (``--in-flight``) on an endpoint of its own, same
+    model, same messages: the most a client gets on this machine without adapting."""
 
     model: str
     drain: Drain
+    oracle: Drain | None = None
 
     @property
     def goodput_per_second(self) -> float:
@@ -388,11 +392,18 @@ class GoodputResult:
         return self.goodput_per_second / CAPACITY_PER_SECOND
 
     @property
+    def oracle_goodput_per_second(self) -> float:
+        if self.oracle is None:
+            return math.nan
+        return steady_rate(self.oracle.samples, total=self.oracle.messages)
+
+    @property
+    def oracle_throttled_share(self) -> float:
+        return math.nan if self.oracle is None else throttled_share(self.oracle)
+
+    @property
     def throttled_share(self) -> float:
-        requests = _number(self.drain.endpoint.get("requests"))
-        outcomes = self.drain.endpoint.get("by_outcome")
-        throttled = _number(outcomes.get("throttled")) if isinstance(outcomes, dict) else 0.0
-        return throttled / requests if requests else 0.0
+        return throttled_share(self.drain)
 
     @property
     def mean_slot_ms(self) -> float:
@@ -413,6 +424,14 @@ class GoodputResult:
         admitted = _number(self.drain.endpoint.get("admitted"))
         waited = _number(self.drain.endpoint.get("queue_wait_seconds"))
         return 1000.0 * waited / admitted if admitted else 0.0
+
+
+def throttled_share(drain: Drain) -> float:
+    """The endpoint's throttled answers over all its requests in one drain."""
+    requests = _number(drain.endpoint.get("requests"))
+    outcomes = drain.endpoint.get("by_outcome")
+    throttled = _number(outcomes.get("throttled")) if isinstance(outcomes, dict) else 0.0
+    return throttled / requests if requests else 0.0
 
 
 def _number(value: object) -> float:
@@ -441,7 +460,9 @@ def _time_at(samples: Sequence[Sample], successes: float) -> float | None:
 
 
 async def goodput(stack: Stack, sizes: Sizes, *, queueing: bool) -> GoodputResult:
-    """Fill the queue with ``goodput_seconds`` of capacity's work and let one worker drain it."""
+    """Fill the queue with ``goodput_seconds`` of capacity's work and let one worker drain it;
+    then the same for the oracle (the reference consumer with ``CAPACITY`` calls in flight),
+    on a fresh endpoint of the same model so the two counts stay apart."""
     model = "queueing" if queueing else "hard cap"
     config = EmulatorConfig(
         latency_ms=SERVICE_MS, capacity=CAPACITY, queue_size=QUEUE_SIZE if queueing else 0
@@ -452,7 +473,13 @@ async def goodput(stack: Stack, sizes: Sizes, *, queueing: bool) -> GoodputResul
         resources = await stack.resources(prefix)
         await stack.fill(resources.queue_url, corpus.bodies(count, prefix=prefix))
         drain = await drain_with_workers(stack, resources, endpoint_url, name=prefix)
-    return GoodputResult(model, drain)
+    with endpoint_server(config) as endpoint_url:
+        resources = await stack.resources(f"{prefix}-oracle")
+        await stack.fill(resources.queue_url, corpus.bodies(count, prefix=f"{prefix}-oracle"))
+        oracle = await _drain_with_reference(
+            stack, resources, endpoint_url, count, in_flight=CAPACITY
+        )
+    return GoodputResult(model, drain, oracle)
 
 
 @dataclass(frozen=True, slots=True)

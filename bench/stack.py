@@ -208,7 +208,13 @@ class ReferenceProcess:
     """``python -m bench.reference`` as a child process, pointed through the proxy."""
 
     def __init__(
-        self, stack: Stack, resources: LocalResources, endpoint_url: str, *, messages: int
+        self,
+        stack: Stack,
+        resources: LocalResources,
+        endpoint_url: str,
+        *,
+        messages: int,
+        in_flight: int = 0,
     ) -> None:
         environment = {
             **local_aws_environment(stack.proxy.url),
@@ -227,6 +233,7 @@ class ReferenceProcess:
             f"--unsafe-topic-arn={resources.unsafe_topic_arn}",
             f"--endpoint-name={ENDPOINT_NAME}",
             f"--messages={messages}",
+            f"--in-flight={in_flight}",
         ]
         self._log_path = stack.run_dir / "reference.log"
         with self._log_path.open("wb") as log:

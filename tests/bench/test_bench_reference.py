@@ -10,8 +10,8 @@ import pytest
 from aiobotocore.session import AioSession
 
 from bench import corpus
-from bench.reference import ReferenceConsumer, Targets
-from devstack.emulator import RunningEmulator
+from bench.reference import ReferenceConsumer, Targets, model_config
+from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from devstack.moto_stack import LocalResources, take_messages
 from worker.adapters.aws import AwsClients
 
@@ -99,3 +99,34 @@ async def test_a_verdict_carries_the_four_attributes_subscribers_filter_on(
     assert attributes["verdict"]["StringValue"] == "unsafe"
     assert json.loads(attributes["categories"]["StringValue"]) in (["O1"], ["O3"], ["O4"], ["O5"])
     assert 0.5 < float(attributes["score"]["StringValue"]) <= 1.0
+
+
+async def test_the_oracle_keeps_its_calls_in_flight_at_the_capacity_and_resends_a_throttled_one(
+    aws_clients: AwsClients, local_resources: LocalResources, aws_session: AioSession
+) -> None:
+    targets = Targets(
+        local_resources.queue_url,
+        local_resources.safe_topic_arn,
+        local_resources.unsafe_topic_arn,
+        "guard",
+    )
+    await _fill(aws_clients, local_resources)
+    # Calls last long enough to overlap, so more than two at once would show.
+    async with (
+        run_emulator(EmulatorConfig(latency_ms=20)) as emulator,
+        aws_session.create_client(
+            "sagemaker-runtime", endpoint_url=emulator.url, config=model_config(2)
+        ) as model,
+    ):
+        emulator.faults.fail_next.append("throttle")
+        oracle = ReferenceConsumer(
+            targets, aws_clients.sqs, aws_clients.sns, model, messages=MESSAGES, in_flight=2
+        )
+        # Three loops want up to 30 calls at once; the oracle lets two of them out.
+        await asyncio.wait_for(oracle.run(loops=3), timeout=30)
+
+    safe = await _read_all(aws_clients, local_resources.safe_subscriber_queue_url)
+    unsafe = await _read_all(aws_clients, local_resources.unsafe_subscriber_queue_url)
+    assert emulator.stats.max_in_flight == 2
+    assert emulator.stats.by_outcome["throttled"] == 1
+    assert (len(_verdict_ids(safe)), len(_verdict_ids(unsafe))) == (27, 3)

@@ -151,7 +151,18 @@ def test_added_latency_is_judged_on_its_median() -> None:
 def test_what_limits_goodput_and_latency_is_shown_when_measured() -> None:
     figures = dataclasses.replace(
         ON_TARGET,
-        endpoint_views=(EndpointView("hard cap", 0.742, 52.5, 63.3, 8.0),),
+        endpoint_views=(
+            EndpointView(
+                "hard cap",
+                0.742,
+                52.5,
+                63.3,
+                8.0,
+                goodput_share=0.80,
+                oracle_share=0.90,
+                oracle_throttled=0.004,
+            ),
+        ),
         latency_stages_ms=(25.0, 29.0, 3.0, 60.0),
         unbatched_p50_ms=20.0,
         unbatched_p99_ms=40.0,
@@ -162,7 +173,10 @@ def test_what_limits_goodput_and_latency_is_shown_when_measured() -> None:
     document = render_markdown(figures, CONTEXT)
 
     assert "## What limits goodput and latency" in document
-    assert "| hard cap | 74.2% | 52.5 ms | 63.3 ms | 8.0 |" in document
+    # The oracle's goodput with its throttled share, and the worker's goodput as a share of it.
+    assert "| hard cap | 74.2% | 52.5 ms | 63.3 ms | 8.0 | 90.0% (0.4% throttled) | 88.9% |" in (
+        document
+    )
     assert "sent → received by the worker 25 ms" in document
     assert "decided → published 3 ms" in document
     assert (
