@@ -106,6 +106,12 @@ async def _run(
                     stack, sizes, name="latency-unbatched", settings=scenarios.NO_PUBLISH_LINGER
                 ),
             ),
+            latency_reference=await step(
+                "added latency of the reference consumer",
+                lambda: scenarios.latency_at_half_capacity(
+                    stack, sizes, name="latency-reference", reference=True
+                ),
+            ),
             repeats=await step("repeats", lambda: scenarios.repeats(stack, sizes)),
             in_flight=await step("RSS in flight", lambda: scenarios.rss_in_flight(stack, sizes)),
             long_run=await step("long run", lambda: scenarios.long_run(stack, sizes)),
@@ -181,8 +187,15 @@ async def _only_goodput(stack: Stack, sizes: scenarios.Sizes, *, queueing: bool)
 
 async def _only_latency(stack: Stack, sizes: scenarios.Sizes) -> list[str]:
     result = await scenarios.latency_at_half_capacity(stack, sizes)
+    reference = await scenarios.latency_at_half_capacity(
+        stack, sizes, name="latency-reference", reference=True
+    )
     return [
         f"added latency p50 {result.percentile(0.5):.0f} ms, p99 {result.percentile(0.99):.0f} ms",
+        (
+            f"reference consumer, same feed: p50 {reference.percentile(0.5):.0f} ms, "
+            f"p99 {reference.percentile(0.99):.0f} ms"
+        ),
         "medians: sent to received {:.0f} ms, received to decided beyond the service {:.0f} ms, "
         "decided to published {:.0f} ms, published to delivered {:.0f} ms".format(
             *result.stage_medians()

@@ -141,6 +141,10 @@ class Figures:
     unbatched_p99_ms: float = math.nan
     unbatched_sns_calls: float = math.nan
     batched_sns_calls: float = math.nan
+    # The reference consumer's added latency on the same feed, in the same run: the floor that
+    # the stack (LocalStack's SQS and SNS) and the endpoint leave any client.
+    reference_latency_p50_ms: float = math.nan
+    reference_latency_p99_ms: float = math.nan
 
     @property
     def cpu_ratio(self) -> float:
@@ -237,7 +241,9 @@ def rows(figures: Figures) -> list[Row]:
         Row(
             "added latency at half capacity (queueing endpoint, "
             f"{CAPACITY_PER_SECOND / 2:g}/s; time to verdict minus the {SERVICE_MS:g} ms service)",
-            f"p50 **{f.latency_p50_ms:.0f} ms**, p99 **{f.latency_p99_ms:.0f} ms**",
+            f"p50 **{f.latency_p50_ms:.0f} ms**, p99 **{f.latency_p99_ms:.0f} ms** "
+            f"(reference consumer: p50 {f.reference_latency_p50_ms:.0f} ms, "
+            f"p99 {f.reference_latency_p99_ms:.0f} ms)",
             f"p50 ≤ {t['latency_p50_ms']:g} ms (one service time)*",
             _judge(f.latency_p50_ms <= t["latency_p50_ms"]),
         ),
@@ -462,6 +468,7 @@ class Results:
     queueing: GoodputResult
     latency: LatencyResult
     latency_unbatched: LatencyResult
+    latency_reference: LatencyResult
     repeats: RepeatResult
     in_flight: InFlightResult
     long_run: LongRunResult
@@ -505,6 +512,9 @@ def figures_of(results: Results) -> Figures:
                 "added latency at half capacity, MODERATION_PUBLISH_LINGER=0",
                 r.latency_unbatched.drain,
             ),
+            run_check(
+                "added latency at half capacity, reference consumer", r.latency_reference.drain
+            ),
             run_check("30 % repeats", r.repeats.drain),
             run_check(f"{IN_FLIGHT} in flight", r.in_flight.drain),
             run_check("long run", long_run.drain),
@@ -523,4 +533,6 @@ def figures_of(results: Results) -> Figures:
         unbatched_p99_ms=r.latency_unbatched.percentile(0.99),
         unbatched_sns_calls=r.latency_unbatched.drain.sns_calls_per_message,
         batched_sns_calls=r.latency.drain.sns_calls_per_message,
+        reference_latency_p50_ms=r.latency_reference.percentile(0.50),
+        reference_latency_p99_ms=r.latency_reference.percentile(0.99),
     )

@@ -33,7 +33,6 @@ from bench.stack import (
     ProfiledWorker,
     ReferenceProcess,
     Stack,
-    Worker,
     start_workers,
     stop_workers,
     wait_ready,
@@ -241,7 +240,13 @@ async def drain_with_workers(
     try:
         await wait_ready(fleet)
         return await _watch_drain(
-            stack, resources, endpoint_url, fleet, feed=feed, expected=expected
+            stack,
+            resources,
+            endpoint_url,
+            worker_pids(fleet),
+            [worker.metrics_url for worker in fleet],
+            feed=feed,
+            expected=expected,
         )
     finally:
         await stop_workers(fleet, tuning)
@@ -251,18 +256,14 @@ async def _watch_drain(
     stack: Stack,
     resources: LocalResources,
     endpoint_url: str,
-    fleet: Sequence[Worker],
+    pids: Sequence[int],
+    metrics_urls: Sequence[str],
     *,
-    feed: Callable[[], Coroutine[None, None, None]] | None,
-    expected: int | None,
+    feed: Callable[[], Coroutine[None, None, None]] | None = None,
+    expected: int | None = None,
 ) -> Drain:
-    watch = Watch(
-        stack,
-        resources.queue_url,
-        endpoint_url,
-        worker_pids(fleet),
-        [worker.metrics_url for worker in fleet],
-    )
+    """Watch a drain by the given processes (and, if given, feed the queue meanwhile)."""
+    watch = Watch(stack, resources.queue_url, endpoint_url, pids, metrics_urls)
     before_calls = stack.calls()
     first = await watch.sample()
     feeding = asyncio.create_task(feed()) if feed is not None else None
@@ -325,29 +326,29 @@ async def cpu_and_calls(stack: Stack, sizes: Sizes) -> CpuResult:
 
 
 async def _drain_with_reference(
-    stack: Stack, resources: LocalResources, endpoint_url: str, count: int, *, in_flight: int = 0
+    stack: Stack,
+    resources: LocalResources,
+    endpoint_url: str,
+    count: int,
+    *,
+    in_flight: int = 0,
+    feed: Callable[[], Coroutine[None, None, None]] | None = None,
 ) -> Drain:
+    """The reference consumer settles ``count`` messages, from a filled queue or while fed."""
     process = ReferenceProcess(stack, resources, endpoint_url, messages=count, in_flight=in_flight)
     try:
         await process.wait_ready()
-        watch = Watch(stack, resources.queue_url, endpoint_url, [process.pid])
-        before_calls = stack.calls()
-        first = await watch.sample()
-        finished = await watch.until_empty(deadline_seconds=deadline_for(count))
-        last = watch.samples[-1]
-        calls = without(stack.calls(), before_calls)
+        return await _watch_drain(
+            stack,
+            resources,
+            endpoint_url,
+            [process.pid],
+            [],
+            feed=feed,
+            expected=count if feed is not None else None,
+        )
     finally:
         await process.stop()
-    return Drain(
-        samples=tuple(watch.samples),
-        messages=first.remaining - last.remaining,
-        seconds=last.at,
-        cpu_seconds=last.cpu_seconds - first.cpu_seconds,
-        calls=calls,
-        endpoint=watch.endpoint,
-        finished=finished,
-        verdicts=await _verdicts_delivered(stack, resources, first.remaining),
-    )
 
 
 PROFILE_LINES: Final = 25
@@ -526,8 +527,13 @@ async def latency_at_half_capacity(
     *,
     name: str = "latency",
     settings: Mapping[str, str] | None = None,
+    reference: bool = False,
 ) -> LatencyResult:
-    """Feed at half the capacity; added latency = verdict published - sent - service time."""
+    """Feed at half the capacity; added latency = verdict published - sent - service time.
+
+    With ``reference`` the reference consumer drains the same feed instead of the worker: the
+    added latency of a client that does nothing but the calls (its stages are not measured).
+    """
     config = EmulatorConfig(latency_ms=SERVICE_MS, capacity=CAPACITY, queue_size=QUEUE_SIZE)
     rate = CAPACITY_PER_SECOND / 2
     count = int(rate * sizes.latency_seconds)
@@ -546,21 +552,26 @@ async def latency_at_half_capacity(
 
     with endpoint_server(config) as endpoint_url:
         resources = await stack.resources(f"bench-{name}")
-        drain = await drain_with_workers(
-            stack,
-            resources,
-            endpoint_url,
-            name=name,
-            feed=feed,
-            expected=count,
-            settings=settings,
-        )
+        if reference:
+            drain = await _drain_with_reference(stack, resources, endpoint_url, count, feed=feed)
+        else:
+            drain = await drain_with_workers(
+                stack,
+                resources,
+                endpoint_url,
+                name=name,
+                feed=feed,
+                expected=count,
+                settings=settings,
+            )
     published = await _verdict_times(stack, resources)
     added = tuple(
         1000.0 * (published[message_id].delivered - sent) - SERVICE_MS
         for message_id, sent in sent_at.items()
         if message_id in published
     )
+    if reference:
+        return LatencyResult(added, drain)
     logged = _published_in_log(stack.run_dir / f"{name}-worker-0.log")
     stages = tuple(
         (

@@ -148,6 +148,14 @@ def test_added_latency_is_judged_on_its_median() -> None:
     assert _verdicts(figures).count("FAIL") == 1
 
 
+def test_the_reference_consumers_latency_stands_beside_the_workers() -> None:
+    figures = dataclasses.replace(
+        ON_TARGET, reference_latency_p50_ms=41.0, reference_latency_p99_ms=88.0
+    )
+
+    assert "(reference consumer: p50 41 ms, p99 88 ms)" in render_markdown(figures, CONTEXT)
+
+
 def test_what_limits_goodput_and_latency_is_shown_when_measured() -> None:
     figures = dataclasses.replace(
         ON_TARGET,
