@@ -75,7 +75,7 @@ class SnsSink:
         request: PublishInputTypeDef = {
             "TopicArn": topic_arn,
             "Message": entry["Message"],
-            "MessageAttributes": entry.get("MessageAttributes", {}),
+            "MessageAttributes": entry["MessageAttributes"],
         }
         if "MessageGroupId" in entry:
             request["MessageGroupId"] = entry["MessageGroupId"]
