@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-from aiohttp import web
 from endpoint_stub import run_stub_endpoint
+from sns_stub import publish_batch_answer, run_sns_stub
 from support.builders import AWS_TRACE_HEADER, TRACEPARENT, make_verdict
 
 from worker.adapters.aws import QUEUES_ONLY, open_aws_clients
@@ -53,40 +53,14 @@ async def test_a_dead_lettered_copy_keeps_the_aws_trace_header(
     assert copy.get("Attributes", {}).get("AWSTraceHeader") == AWS_TRACE_HEADER
 
 
-SAFE_TOPIC = "arn:aws:sns:us-east-1:123456789012:safe"
-# What SNS answers when it accepted entry 0 and said nothing about entry 1.
-PARTIAL_BATCH_RESPONSE = """<?xml version="1.0"?>
-<PublishBatchResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">
-  <PublishBatchResult>
-    <Successful>
-      <member><Id>0</Id><MessageId>5b6c8b1e-0000-4000-8000-000000000000</MessageId></member>
-    </Successful>
-    <Failed/>
-  </PublishBatchResult>
-  <ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata>
-</PublishBatchResponse>
-"""
-
-
 async def test_a_batch_entry_sns_neither_accepted_nor_refused_is_a_failure(
     monkeypatch: pytest.MonkeyPatch, aws_session: AioSession
 ) -> None:
     """Not assumed published: its message is kept, so it comes back and is published again."""
-    seen: list[str] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        form = await request.post()
-        seen.append(str(form.get("Action")))
-        return web.Response(text=PARTIAL_BATCH_RESPONSE, content_type="text/xml")
-
-    app = web.Application()
-    app.router.add_post("/", handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", f"http://127.0.0.1:{runner.addresses[0][1]}")
+    async with run_sns_stub() as stub:
+        # SNS accepted entry 0 and said nothing about entry 1.
+        stub.answer = publish_batch_answer(successful=["0"], failed=[])
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", stub.url)
         async with open_aws_clients(services=QUEUES_ONLY, session=aws_session) as aws:
             sink = SnsSink(
                 aws.sns, "arn:aws:sns:us-east-1:1:safe", "arn:aws:sns:us-east-1:1:unsafe"
@@ -95,13 +69,11 @@ async def test_a_batch_entry_sns_neither_accepted_nor_refused_is_a_failure(
             results = await sink.publish(
                 [Publication(make_verdict("a"), trace), Publication(make_verdict("b"), trace)]
             )
-    finally:
-        await runner.cleanup()
 
-    assert seen == ["PublishBatch"]
+    assert stub.actions == ["PublishBatch"]
     assert results[0] is None
     assert isinstance(results[1], SinkError)
-    assert "no result" in str(results[1])
+    assert str(results[1]) == "SNS PublishBatch returned no result for the entry"
 
 
 @pytest.mark.parametrize(
