@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
+from sns_stub import Refusal, SnsStub, publish_batch_answer, run_sns_stub
 from support.builders import AWS_TRACE_HEADER, TRACEPARENT
 
 from devstack.fakes import InMemorySink
+from worker.adapters.aws import QUEUES_ONLY, open_aws_clients
 from worker.adapters.sns import MAX_BATCH, SnsSink, batches, fifo_group_id
 from worker.core.errors import SinkError
 from worker.core.verdict import (
@@ -26,6 +29,7 @@ from worker.core.verdict import (
 from worker.ports import Publication, TraceContext, VerdictSink
 
 if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -347,8 +351,9 @@ class TestSnsSinkOnMoto:
             }
         ] * 2
 
-    async def test_a_rejected_batch_entry_fails_alone(self, sns_harness: SnsHarness) -> None:
-        # Over SNS's 256 KiB message limit; moto rejects it as one entry of the batch.
+    async def test_a_verdict_sns_refuses_fails_alone(self, sns_harness: SnsHarness) -> None:
+        # Over SNS's 256 KiB message limit, so it goes in a Publish of its own, which moto refuses;
+        # the verdicts around it are still published.
         oversized = make_verdict("big", attributes={"blob": "x" * 300_000})
         publications = [
             Publication(make_verdict("a")),
@@ -416,13 +421,37 @@ class TestSnsSinkOnMoto:
         [result] = await sns_harness.failing_sink.publish([Publication(make_verdict())])
 
         assert isinstance(result, SinkError)
-        assert "NotFound" in str(result)
+        # moto's wording: a Publish to an ARN that is no topic is looked up as a mobile endpoint.
+        assert str(result) == "SNS Publish failed: NotFound: Endpoint does not exist"
+
+    async def test_a_failed_publish_batch_call_fails_every_entry_with_the_aws_error(
+        self, sns_harness: SnsHarness
+    ) -> None:
+        publications = [Publication(make_verdict("a")), Publication(make_verdict("b"))]
+
+        results = await sns_harness.failing_sink.publish(publications)
+
+        assert [(type(result), str(result)) for result in results] == [
+            (SinkError, "SNS PublishBatch failed: NotFound: Topic does not exist")
+        ] * 2
 
     async def test_fifo_verdict_is_grouped_by_conversation(self, fifo_harness: SnsHarness) -> None:
         verdict = make_verdict("post-1", conversation_id="room-42")
 
         await fifo_harness.sink.publish([Publication(verdict)])
 
+        [message] = await fifo_harness.messages("safe")
+        assert message.get("Attributes", {}).get("MessageGroupId") == "room-42"
+
+    async def test_fifo_verdict_carrying_its_sns_message_is_grouped_by_conversation(
+        self, fifo_harness: SnsHarness
+    ) -> None:
+        """The FIFO ids come from the verdict also when the message was built before the sink."""
+        verdict = make_verdict("post-1", conversation_id="room-42")
+
+        [result] = await fifo_harness.sink.publish([Publication(verdict, sns=sns_message(verdict))])
+
+        assert result is None
         [message] = await fifo_harness.messages("safe")
         assert message.get("Attributes", {}).get("MessageGroupId") == "room-42"
 
@@ -478,6 +507,80 @@ class TestSnsSinkOnMoto:
         assert group == hashlib.sha256("post 8f2c ✓".encode()).hexdigest()
 
 
+SAFE_TOPIC = "arn:aws:sns:us-east-1:123456789012:safe"
+UNSAFE_TOPIC = "arn:aws:sns:us-east-1:123456789012:unsafe"
+
+
+@pytest.fixture
+async def stubbed_sns(
+    monkeypatch: pytest.MonkeyPatch, aws_session: AioSession
+) -> AsyncIterator[tuple[SnsStub, SnsSink]]:
+    """An SNS sink whose client talks to a stub answering what moto never answers."""
+    async with run_sns_stub() as stub:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", stub.url)
+        async with open_aws_clients(services=QUEUES_ONLY, session=aws_session) as aws:
+            yield stub, SnsSink(aws.sns, SAFE_TOPIC, UNSAFE_TOPIC)
+
+
+def outcomes(results: Sequence[Exception | None]) -> list[tuple[type[Exception], str] | None]:
+    return [None if result is None else (type(result), str(result)) for result in results]
+
+
+class TestSnsSinkOnStubbedAnswers:
+    """PublishBatch answers moto does not give to what the sink sends (it refuses no entry of a
+    batch within SNS's limits), read the way botocore parses them."""
+
+    async def test_a_refused_batch_entry_fails_alone_with_the_code_and_message_sns_gave(
+        self, stubbed_sns: tuple[SnsStub, SnsSink]
+    ) -> None:
+        stub, sink = stubbed_sns
+        stub.answer = publish_batch_answer(
+            successful=["0", "2"],
+            failed=[Refusal("1", "KMSThrottling", "Rate exceeded")],
+        )
+
+        results = await sink.publish([Publication(make_verdict(name)) for name in "abc"])
+
+        assert stub.actions == ["PublishBatch"]
+        assert outcomes(results) == [
+            None,
+            (SinkError, "SNS PublishBatch rejected the entry: KMSThrottling: Rate exceeded"),
+            None,
+        ]
+
+    async def test_an_answer_without_a_successful_list_fails_each_refused_entry(
+        self, stubbed_sns: tuple[SnsStub, SnsSink]
+    ) -> None:
+        """Every entry refused, the empty Successful list left out: no crash, each its refusal."""
+        stub, sink = stubbed_sns
+        stub.answer = publish_batch_answer(
+            successful=None,
+            failed=[
+                Refusal("0", "InternalError", "try again"),
+                Refusal("1", "KMSDisabled", "the key is disabled"),
+            ],
+        )
+
+        results = await sink.publish([Publication(make_verdict(name)) for name in "ab"])
+
+        assert outcomes(results) == [
+            (SinkError, "SNS PublishBatch rejected the entry: InternalError: try again"),
+            (SinkError, "SNS PublishBatch rejected the entry: KMSDisabled: the key is disabled"),
+        ]
+
+    async def test_an_answer_without_a_failed_list_publishes_every_entry(
+        self, stubbed_sns: tuple[SnsStub, SnsSink]
+    ) -> None:
+        """Every entry accepted, the empty Failed list left out: every slot is empty."""
+        stub, sink = stubbed_sns
+        stub.answer = publish_batch_answer(successful=["0", "1"], failed=None)
+
+        results = await sink.publish([Publication(make_verdict(name)) for name in "ab"])
+
+        assert stub.actions == ["PublishBatch"]
+        assert list(results) == [None, None]
+
+
 class TestBatches:
     """How the sink groups one topic's messages into PublishBatch calls."""
 
@@ -496,6 +599,11 @@ class TestBatches:
         half = SNS_MAX_MESSAGE_BYTES // 2
 
         assert batches(range(2), [half, half]) == [[0, 1]]
+
+    def test_the_batch_after_a_split_again_holds_up_to_exactly_256_kib(self) -> None:
+        half = SNS_MAX_MESSAGE_BYTES // 2
+
+        assert batches(range(3), [SNS_MAX_MESSAGE_BYTES, half, half]) == [[0], [1, 2]]
 
     def test_a_message_over_256_kib_goes_alone(self) -> None:
         sizes = [10, SNS_MAX_MESSAGE_BYTES + 1, 10]
