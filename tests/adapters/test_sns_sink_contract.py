@@ -527,8 +527,9 @@ def outcomes(results: Sequence[Exception | None]) -> list[tuple[type[Exception],
 
 
 class TestSnsSinkOnStubbedAnswers:
-    """PublishBatch answers moto does not give to what the sink sends (it refuses no entry of a
-    batch within SNS's limits), read the way botocore parses them."""
+    """PublishBatch answers moto never gives to what the sink sends: moto refuses an entry of a
+    batch only for what the sink keeps out of batches (a message over 256 KiB, FIFO ids that do
+    not fit the topic), and it always answers both lists."""
 
     async def test_a_refused_batch_entry_fails_alone_with_the_code_and_message_sns_gave(
         self, stubbed_sns: tuple[SnsStub, SnsSink]
