@@ -41,12 +41,15 @@ def _http_url(value: str) -> str:
     # The value is never repeated in the message: it may hold a password.
     if not _URL.match(value):
         raise ValueError("is not an http(s) URL")
+    parts = urlsplit(value)
     try:
-        urlsplit(value).port  # noqa: B018 - parsing the port is the check
+        parts.port  # noqa: B018 - parsing the port is the check
     except ValueError:
         raise ValueError(
             "is not an http(s) URL: its port is not a number from 0 to 65535"
         ) from None
+    if not parts.hostname:  # e.g. credentials and a port, but no host
+        raise ValueError("is not an http(s) URL: it names no host")
     return value
 
 
