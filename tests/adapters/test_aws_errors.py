@@ -326,6 +326,45 @@ class TestSageMakerErrorShapes:
         assert type(error) is kind
         assert str(error) == f"ModelError: container answered {status}: {text}"
 
+    @pytest.mark.parametrize(
+        ("exc", "kind", "text"),
+        [
+            (
+                client_error("ThrottlingException", 400, "Rate exceeded"),
+                EndpointThrottled,
+                "SageMaker throttled the request: ThrottlingException: Rate exceeded",
+            ),
+            (
+                client_error("ModelNotReadyException", 429, "warming up"),
+                EndpointUnavailable,
+                "SageMaker endpoint unavailable: ModelNotReadyException: warming up",
+            ),
+            (
+                client_error("SomethingNewOnTheServer", 502),
+                EndpointUnavailable,
+                "SageMaker endpoint unavailable: SomethingNewOnTheServer",
+            ),
+            (
+                client_error("AccessDeniedException", 403, "no"),
+                EndpointRejected,
+                "SageMaker rejected the request: AccessDeniedException: no",
+            ),
+            (
+                TimeoutError("read"),
+                EndpointUnavailable,
+                "SageMaker endpoint unreachable: TimeoutError: read",
+            ),
+        ],
+        ids=["throttled", "not-ready", "server-side", "rejected", "unreachable"],
+    )
+    def test_each_error_says_what_sagemaker_did_and_names_the_aws_error(
+        self, exc: BaseException, kind: type[ClassifierError], text: str
+    ) -> None:
+        error = classifier_error_from(exc)
+
+        assert type(error) is kind
+        assert str(error) == text
+
     def test_unknown_4xx_code_is_a_rejection(self) -> None:
         exc = client_error("SomethingNew", 400)
 

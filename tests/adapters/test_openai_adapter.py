@@ -169,6 +169,7 @@ async def test_each_vllm_too_long_answer_is_prompt_too_long(
     error = await refusal(OpenAIClassifier(session, stub.url, MODEL))
 
     assert type(error) is PromptTooLong
+    assert str(error) == f"the OpenAI-compatible server answered 400: {TOO_LONG_MESSAGES[wording]}"
 
 
 @pytest.mark.parametrize(
