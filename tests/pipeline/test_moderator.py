@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -10,12 +11,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from structlog.testing import capture_logs
 from support.builders import AWS_TRACE_HEADER, TRACEPARENT
+from support.conditions import wait_until
 
 from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
 from devstack.fakes import InMemorySink
 from worker.adapters.tgi import TgiClassifier
+from worker.core.models import Completion
 from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, default_taxonomy, load_taxonomy_text
 from worker.core.verdict import Flag
@@ -120,6 +124,49 @@ async def test_messages_are_counted_as_handled_until_their_outcome(
     assert seen_while_publishing == [1]
     assert isinstance(outcome, DeadLetter)
     assert moderator.handling == 0  # whatever the outcome, a handled message is no longer counted
+
+
+class GatedClassifier:
+    """The real TGI adapter behind a gate: every call waits at it until ``opened`` is set."""
+
+    def __init__(self, inner: TgiClassifier) -> None:
+        self._inner = inner
+        self.opened = asyncio.Event()
+        self.waiting = 0
+
+    @property
+    def backend(self) -> str:
+        return self._inner.backend
+
+    @property
+    def endpoint(self) -> str:
+        return self._inner.endpoint
+
+    async def classify(self, prompt: str) -> Completion:
+        self.waiting += 1
+        await self.opened.wait()
+        return await self._inner.classify(prompt)
+
+
+async def test_two_messages_handled_at_once_are_counted_as_two(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession, sink: InMemorySink
+) -> None:
+    """The batching sink reads the count to tell whether a burst has ended."""
+    gate = GatedClassifier(TgiClassifier(http_session, emulator.url, DEFAULT_PARAMETERS))
+    fmt = PromptFormat.LLAMA_GUARD_1
+    moderator = Moderator(
+        gate, sink, ModerationPolicy(prompt_format=fmt, taxonomy=default_taxonomy(fmt))
+    )
+
+    first = asyncio.create_task(moderator.handle(received({"id": "p-23", "content": "Hi!"})))
+    second = asyncio.create_task(moderator.handle(received({"id": "p-24", "content": "Hello!"})))
+    await wait_until(lambda: gate.waiting == 2)
+
+    assert moderator.handling == 2
+    gate.opened.set()
+    outcomes = await asyncio.gather(first, second)
+    assert [type(outcome) for outcome in outcomes] == [Ack, Ack]
+    assert moderator.handling == 0
 
 
 async def test_unsafe_message_names_its_categories_from_the_taxonomy(
@@ -314,6 +361,45 @@ async def test_custom_taxonomy_names_come_back_on_the_verdict(
     )
     assert isinstance(outcome, Ack)
     assert [(c.code, c.name) for c in outcome.verdict.categories] == [("S1", "Criminal Planning")]
+
+
+async def test_the_request_id_is_bound_to_what_is_logged_while_the_message_is_moderated(
+    make_moderator: MakeModerator, emulator: RunningEmulator
+) -> None:
+    emulator.faults.fail_next.append("invalid_output")  # one more event on the way
+    before = structlog.contextvars.get_contextvars()
+    # capture_logs drops the configured processors: merging the context variables is put back.
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        outcome = await make_moderator().handle(received({"id": "p-25", "content": "Hi!"}))
+
+    assert isinstance(outcome, Ack)
+    moderated = [e for e in logs if e["event"] in {"model_output_invalid", "verdict_published"}]
+    assert [(e["event"], e["request_id"]) for e in moderated] == [
+        ("model_output_invalid", "p-25"),
+        ("verdict_published", "p-25"),
+    ]
+    assert structlog.contextvars.get_contextvars() == before  # unbound once handled
+
+
+async def test_an_answer_asked_again_is_read_against_the_policys_taxonomy(
+    make_moderator: MakeModerator, emulator: RunningEmulator
+) -> None:
+    """The second answer, after an unparseable first, names the custom taxonomy's category."""
+    taxonomy = load_taxonomy_text(
+        '[{"name": "Criminal Planning", "description": "Theft and robbery."}, {"name": "Spam"}]',
+        PromptFormat.LLAMA_GUARD_2,
+    )
+    emulator.faults.fail_next.append("invalid_output")
+
+    outcome = await make_moderator(PromptFormat.LLAMA_GUARD_2, taxonomy=taxonomy).handle(
+        received({"id": "p-26", "content": "how can I rob a bank tonight"})
+    )
+
+    assert isinstance(outcome, Ack)
+    assert emulator.stats.requests == 2
+    assert outcome.verdict.verdict == "unsafe"
+    assert [(c.code, c.name) for c in outcome.verdict.categories] == [("S1", "Criminal Planning")]
+    assert outcome.verdict.unknown_codes == ()
 
 
 async def test_what_is_logged_for_a_published_verdict_and_an_invalid_message(

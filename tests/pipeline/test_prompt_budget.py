@@ -1,5 +1,7 @@
 """The pipeline's two bounds on the calls one message may cost: at most three budget shrinks
-after "prompt too long", and at most ``MAX_PROMPTS_PER_MESSAGE`` chunks (issue 10)."""
+after "prompt too long", and at most ``MAX_PROMPTS_PER_MESSAGE`` chunks (issue 10); and a budget
+in Llama 3 tokens, planned and shrunk in tokens (the real tokenizer of the ``tokens`` extra, which
+the emulator counts with too)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,17 @@ from structlog.testing import capture_logs
 from support.builders import MOMENT
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from devstack.emulator.tgi import count_prompt_tokens
 from devstack.fakes import InMemorySink
 from worker.adapters.tgi import TgiClassifier
+from worker.core.models import Completion
 from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, default_taxonomy
-from worker.pipeline import MAX_PROMPTS_PER_MESSAGE, DeadLetter, ModerationPolicy, Moderator
+from worker.core.tokens import Llama3Tokenizer
+from worker.core.verdict import Flag
+from worker.pipeline import MAX_PROMPTS_PER_MESSAGE, Ack, DeadLetter, ModerationPolicy, Moderator
 from worker.ports import ReceivedMessage
+from worker.tokenizer import load_llama3_tokenizer
 
 FORMAT = PromptFormat.LLAMA_GUARD_1
 
@@ -86,3 +93,98 @@ async def test_a_message_needing_more_than_the_prompt_limit_is_refused_before_an
     assert outcome.error_code == "prompt_too_long"
     assert f"more than {MAX_PROMPTS_PER_MESSAGE}" in outcome.detail
     assert emulator.stats.requests == 0
+
+
+# --- budgets in tokens ----------------------------------------------------------------------------
+
+# llama-guard-2 is budgeted in Llama 3 tokens. Its prompt starts with "[INST]", not with the
+# begin-of-text token, so a server counts one token more than the prompt's text holds: the
+# measure's ``server_added``.
+TOKEN_FORMAT = PromptFormat.LLAMA_GUARD_2
+# 65 characters and 15 tokens: English runs at over four characters a token.
+SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank. "
+
+
+class RecordingClassifier:
+    """The real TGI adapter, keeping every prompt it is asked to send, in order."""
+
+    def __init__(self, inner: TgiClassifier) -> None:
+        self._inner = inner
+        self.prompts: list[str] = []
+
+    @property
+    def backend(self) -> str:
+        return self._inner.backend
+
+    @property
+    def endpoint(self) -> str:
+        return self._inner.endpoint
+
+    async def classify(self, prompt: str) -> Completion:
+        self.prompts.append(prompt)
+        return await self._inner.classify(prompt)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Llama3Tokenizer:
+    loaded = load_llama3_tokenizer()
+    assert loaded is not None, "the tokens extra is part of the test environment"
+    return loaded
+
+
+def token_moderator(
+    classifier: RecordingClassifier, tokenizer: Llama3Tokenizer, max_prompt_tokens: int
+) -> Moderator:
+    return Moderator(
+        classifier,
+        InMemorySink(),
+        ModerationPolicy(
+            prompt_format=TOKEN_FORMAT,
+            taxonomy=default_taxonomy(TOKEN_FORMAT),
+            tokenizer=tokenizer,
+            max_prompt_tokens=max_prompt_tokens,
+        ),
+    )
+
+
+async def test_a_token_budget_is_spent_in_tokens_not_characters(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession, tokenizer: Llama3Tokenizer
+) -> None:
+    """A prompt of 8,500 characters, 1,870 tokens, goes whole under a 4,064-token budget."""
+    budget = 4_064
+    classifier = RecordingClassifier(TgiClassifier(http_session, emulator.url, DEFAULT_PARAMETERS))
+
+    outcome = await token_moderator(classifier, tokenizer, budget).handle(received(SENTENCE * 120))
+
+    assert isinstance(outcome, Ack)
+    assert Flag.CHUNKED not in outcome.verdict.flags
+    [prompt] = classifier.prompts
+    assert len(prompt) > budget  # over the budget in characters, within it in tokens
+    assert count_prompt_tokens(prompt) <= budget
+
+
+async def test_after_too_many_tokens_the_budget_shrinks_to_three_quarters_of_the_servers_count(
+    http_session: aiohttp.ClientSession, tokenizer: Llama3Tokenizer
+) -> None:
+    """The server's count of the longest prompt includes the token it adds (begin-of-text)."""
+    # 1,024 tokens of context less the answer's 32: this prompt of 1,100 tokens is refused.
+    async with run_emulator(EmulatorConfig(max_total_tokens=1_024)) as small:
+        classifier = RecordingClassifier(TgiClassifier(http_session, small.url, DEFAULT_PARAMETERS))
+        with capture_logs() as logs:
+            outcome = await token_moderator(classifier, tokenizer, 1_200).handle(
+                received(SENTENCE * 65)
+            )
+
+    assert isinstance(outcome, Ack)
+    assert small.stats.by_outcome["prompt_too_long"] == 1
+    refused, *shrunk = classifier.prompts
+    [shrink] = [entry for entry in logs if entry["event"] == "prompt_budget_shrunk"]
+    # The emulator counts a prompt as the server does; the refused prompt was the plan's only one.
+    assert shrink == {
+        "event": "prompt_budget_shrunk",
+        "log_level": "info",
+        "max_prompt_size": int(count_prompt_tokens(refused) * 0.75),
+        "unit": "tokens",
+    }
+    assert shrunk
+    assert all(count_prompt_tokens(prompt) <= shrink["max_prompt_size"] for prompt in shrunk)

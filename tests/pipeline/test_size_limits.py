@@ -1,5 +1,5 @@
-"""Size limits with a named outcome: oversized attributes and verdicts go to the DLQ at once;
-a malformed trace header is dropped rather than carried onto the verdict.
+"""Size limits with a named outcome: oversized attributes, conversations and verdicts go to the
+DLQ at once; a malformed trace header is dropped rather than carried onto the verdict.
 
 The moderator tests use the real TGI adapter against the emulator over HTTP; the end-to-end tests
 run the production worker on moto's SQS and SNS with the emulator behind the SageMaker route.
@@ -22,7 +22,7 @@ from devstack.fakes import InMemorySink
 from devstack.moto_stack import take_messages
 from worker.adapters.tgi import TgiClassifier
 from worker.app import open_worker
-from worker.core.messages import MAX_ATTRIBUTES_BYTES
+from worker.core.messages import DEFAULT_MAX_CONVERSATION_CHARS, MAX_ATTRIBUTES_BYTES
 from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, Taxonomy, default_taxonomy, load_taxonomy_text
 from worker.core.verdict import SNS_MAX_MESSAGE_BYTES
@@ -172,6 +172,34 @@ async def test_oversized_attributes_are_dead_lettered_without_calling_the_model(
     assert sink.all_published == []
     [event] = [entry for entry in logs if entry["event"] == "message_invalid"]
     assert event["error_code"] == "attributes_too_large"
+
+
+# --- message_too_large ---------------------------------------------------------------------------
+
+
+async def test_a_conversation_over_the_policys_own_limit_is_dead_lettered_without_a_model_call(
+    emulator: RunningEmulator, http_session: aiohttp.ClientSession
+) -> None:
+    """The configured limit applies, not the decoder's default: 2,000 characters lie between."""
+    fmt = PromptFormat.LLAMA_GUARD_2
+    sink = InMemorySink()
+    moderator = Moderator(
+        TgiClassifier(http_session, emulator.url, DEFAULT_PARAMETERS),
+        sink,
+        ModerationPolicy(
+            prompt_format=fmt, taxonomy=default_taxonomy(fmt), max_conversation_chars=1_000
+        ),
+    )
+    content = "word " * 400
+    assert 1_000 < len(content) < DEFAULT_MAX_CONVERSATION_CHARS
+
+    outcome = await moderator.handle(received({"id": "p-1", "content": content}))
+
+    assert outcome == DeadLetter(
+        "message_too_large", "the conversation has 2000 characters, more than the limit of 1000"
+    )
+    assert emulator.stats.requests == 0
+    assert sink.all_published == []
 
 
 # --- end to end: the production worker on moto ---------------------------------------------------
