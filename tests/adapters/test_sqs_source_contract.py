@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
 from botocore.exceptions import ClientError
+from sqs_stub import SqsStub, run_sqs_stub
 from structlog.testing import capture_logs
 from support.builders import AWS_TRACE_HEADER, TRACEPARENT
 from support.conditions import wait_until
 
 from devstack.fakes import InMemorySource
+from worker.adapters.aws import QUEUES_ONLY, open_aws_clients
 from worker.adapters.sqs import FIFO_DEAD_LETTER_GROUP, MAX_ERROR_DETAIL_CHARS, SqsSource
 from worker.core.errors import SourceError
 from worker.ports import MessageSource, ReceivedMessage, TraceContext
 
 if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
+    from botocore.awsrequest import AWSPreparedRequest
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import (
         MessageAttributeValueOutputTypeDef,
@@ -453,13 +458,22 @@ class TestTraceHeadersOnMoto:
             [message] = await sqs_harness.source.receive(10, 0)
 
         assert message.trace == TraceContext(TRACEPARENT, None)
-        assert [entry["event"] for entry in logs] == ["aws_trace_header_dropped"]
+        assert logs == [
+            {
+                "event": "aws_trace_header_dropped",
+                "log_level": "warning",
+                "message_id": message.message_id,
+                "reason": "not ';'-separated Key=Value fields in visible ASCII",
+                "length": len("not-an-x-ray-header"),
+                "value_prefix": "not-an-x-ray-header",
+            }
+        ]
 
 
 class TestSqsSourceOnMoto:
     """What only the real adapter has: FIFO fields, AWS failures, receive options."""
 
-    async def test_dead_letter_truncates_detail_to_the_limit(
+    async def test_dead_letter_truncates_detail_to_the_limit_with_an_ellipsis(
         self, sqs_client: SQSClient, local_resources: LocalResources
     ) -> None:
         harness = SqsHarness(sqs_client, local_resources)
@@ -469,8 +483,35 @@ class TestSqsSourceOnMoto:
         await harness.source.dead_letter(message, "schema_violation", "x" * 5_000)
 
         [copy] = await harness.dead_letters()
-        assert copy.error_detail is not None
-        assert len(copy.error_detail) == MAX_ERROR_DETAIL_CHARS
+        assert copy.error_detail == "x" * (MAX_ERROR_DETAIL_CHARS - 1) + "…"
+
+    async def test_dead_letter_keeps_a_detail_of_exactly_the_limit_whole(
+        self, sqs_client: SQSClient, local_resources: LocalResources
+    ) -> None:
+        harness = SqsHarness(sqs_client, local_resources)
+        await harness.send("body")
+        [message] = await harness.source.receive(10, 0)
+        detail = "y" * MAX_ERROR_DETAIL_CHARS
+
+        await harness.source.dead_letter(message, "schema_violation", detail)
+
+        [copy] = await harness.dead_letters()
+        assert copy.error_detail == detail
+
+    async def test_dead_letter_with_an_empty_detail_says_there_is_none(
+        self, sqs_client: SQSClient, local_resources: LocalResources
+    ) -> None:
+        """SQS refuses an empty attribute value; an exception without a message gives one."""
+        harness = SqsHarness(sqs_client, local_resources)
+        await harness.send("body")
+        [message] = await harness.source.receive(10, 0)
+
+        copied = await harness.source.dead_letter(message, "prompt_too_long", "")
+
+        assert copied is True
+        assert await harness.dead_letters() == [
+            DeadLetterCopy("body", "prompt_too_long", "(no detail)", None)
+        ]
 
     async def test_receive_reports_the_fifo_message_group(
         self, sqs_client: SQSClient, fifo_resources: LocalResources
@@ -525,14 +566,45 @@ class TestSqsSourceOnMoto:
 
         assert again.receive_count == 2
 
-    async def test_receive_from_a_missing_queue_raises_source_error_naming_the_code(
+    @pytest.mark.parametrize(
+        ("max_messages", "wait_seconds", "asked"),
+        [(1, 0, (1, 0)), (0, -1, (1, 0))],
+        ids=["one-message-no-wait", "below-the-range"],
+    )
+    async def test_receive_asks_for_at_least_one_message_and_no_wait_below_zero(
+        self,
+        sqs_client: SQSClient,
+        local_resources: LocalResources,
+        max_messages: int,
+        wait_seconds: int,
+        asked: tuple[int, int],
+    ) -> None:
+        """MaxNumberOfMessages and WaitTimeSeconds as sent: a short poll stays a short poll."""
+        sent: list[tuple[int, int]] = []
+
+        def record(request: AWSPreparedRequest, **_: object) -> None:
+            assert isinstance(request.body, bytes)  # the JSON protocol's serialised request
+            body = json.loads(request.body)
+            sent.append((body["MaxNumberOfMessages"], body["WaitTimeSeconds"]))
+
+        sqs_client.meta.events.register("before-send.sqs.ReceiveMessage", record)
+        source = SqsSource(sqs_client, local_resources.queue_url)
+
+        assert list(await source.receive(max_messages, wait_seconds)) == []
+        assert sent == [asked]
+
+    async def test_receive_from_a_missing_queue_raises_source_error_naming_call_and_code(
         self, sqs_client: SQSClient, local_resources: LocalResources
     ) -> None:
         source = SqsSource(sqs_client, local_resources.queue_url + "-missing")
 
-        with pytest.raises(SourceError, match="NonExistentQueue") as raised:
+        with pytest.raises(SourceError) as raised:
             await source.receive(10, 0)
 
+        assert str(raised.value) == (
+            "SQS ReceiveMessage failed: AWS.SimpleQueueService.NonExistentQueue: "
+            "The specified queue does not exist."
+        )
         assert isinstance(raised.value.__cause__, ClientError)
 
     async def test_delete_on_a_failing_call_returns_every_message_as_failed(
@@ -557,7 +629,7 @@ class TestSqsSourceOnMoto:
 
         assert [m.message_id for m in failed] == [m.message_id for m in received]
 
-    async def test_dead_letter_to_a_missing_queue_raises_source_error(
+    async def test_dead_letter_to_a_missing_queue_raises_source_error_naming_the_call(
         self, sqs_client: SQSClient, local_resources: LocalResources
     ) -> None:
         source = SqsSource(
@@ -565,8 +637,80 @@ class TestSqsSourceOnMoto:
         )
         message = ReceivedMessage("m-1", "handle", "body", 1, datetime.now(UTC))
 
-        with pytest.raises(SourceError, match="NonExistentQueue"):
+        with pytest.raises(SourceError) as raised:
             await source.dead_letter(message, "invalid_json", "not JSON")
+
+        assert str(raised.value) == (
+            "SQS SendMessage (dead-letter queue) failed: "
+            "AWS.SimpleQueueService.NonExistentQueue: The specified queue does not exist."
+        )
+
+
+QUEUE_URL = "http://127.0.0.1/000000000000/stubbed"
+RECEIVED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+NOT_A_HANDLE = {"SenderFault": True, "Code": "ReceiptHandleIsInvalid", "Message": "not a handle"}
+
+
+@pytest.fixture
+async def stubbed_sqs(
+    monkeypatch: pytest.MonkeyPatch, aws_session: AioSession
+) -> AsyncIterator[tuple[SqsStub, SqsSource]]:
+    """A source whose SQS client talks to an ``SqsStub``."""
+    async with run_sqs_stub() as stub:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", stub.url)
+        async with open_aws_clients(services=QUEUES_ONLY, session=aws_session) as aws:
+            yield stub, SqsSource(aws.sqs, QUEUE_URL, clock=lambda: RECEIVED_AT)
+
+
+def two_received() -> list[ReceivedMessage]:
+    return [ReceivedMessage(f"m-{n}", f"handle-{n}", "body", 1, RECEIVED_AT) for n in range(2)]
+
+
+class TestSqsSourceOnStubbedAnswers:
+    """Answers moto never gives: it always sends both lists of a batch result, and every member
+    of a received message."""
+
+    async def test_a_delete_with_every_entry_failed_and_no_successful_list_fails_each(
+        self, stubbed_sqs: tuple[SqsStub, SqsSource]
+    ) -> None:
+        """Real SQS leaves the empty ``Successful`` list out when every entry failed."""
+        stub, source = stubbed_sqs
+        stub.answers["DeleteMessageBatch"] = {
+            "Failed": [{"Id": "0", **NOT_A_HANDLE}, {"Id": "1", **NOT_A_HANDLE}]
+        }
+        messages = two_received()
+
+        failed = await source.delete(messages)
+
+        assert stub.actions == ["DeleteMessageBatch"]
+        assert list(failed) == messages
+
+    async def test_a_visibility_change_with_every_entry_failed_and_no_successful_list_fails_each(
+        self, stubbed_sqs: tuple[SqsStub, SqsSource]
+    ) -> None:
+        """Real SQS leaves the empty ``Successful`` list out when every entry failed."""
+        stub, source = stubbed_sqs
+        stub.answers["ChangeMessageVisibilityBatch"] = {
+            "Failed": [{"Id": "0", **NOT_A_HANDLE}, {"Id": "1", **NOT_A_HANDLE}]
+        }
+        messages = two_received()
+
+        failed = await source.change_visibility([(message, 0) for message in messages])
+
+        assert stub.actions == ["ChangeMessageVisibilityBatch"]
+        assert list(failed) == messages
+
+    async def test_a_received_message_without_its_optional_members_is_still_received(
+        self, stubbed_sqs: tuple[SqsStub, SqsSource]
+    ) -> None:
+        """The API marks every member of a message optional: missing ones read as empty, the
+        receive count as one, rather than failing the whole receive."""
+        stub, source = stubbed_sqs
+        stub.answers["ReceiveMessage"] = {"Messages": [{}]}
+
+        received = await source.receive(10, 0)
+
+        assert list(received) == [ReceivedMessage("", "", "", 1, RECEIVED_AT)]
 
 
 async def _read_system_attributes(client: SQSClient, queue_url: str) -> list[dict[str, str]]:

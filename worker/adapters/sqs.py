@@ -202,15 +202,18 @@ def _string_attribute(attributes: Mapping[str, Mapping[str, object]], name: str)
     if attribute is None or not str(attribute.get("DataType", "")).startswith("String"):
         return None
     value = attribute.get("StringValue")
-    return value if isinstance(value, str) and value else None
+    # An empty value is left to the caller: ``_checked`` drops it like a missing one.
+    return value if isinstance(value, str) else None
 
 
 def _dead_letter_request(
     queue_url: str, message: ReceivedMessage, error_code: str, detail: str
 ) -> SendMessageRequestTypeDef:
-    # SQS rejects empty attribute values, so a blank reason still says something.
+    # SQS rejects empty attribute values, so a blank detail still says something. Error codes
+    # are never blank: every caller passes one of the fixed codes (worker.core.messages,
+    # worker.pipeline).
     attributes: dict[str, MessageAttributeValueTypeDef] = {
-        "error_code": {"DataType": "String", "StringValue": error_code or "unknown"},
+        "error_code": {"DataType": "String", "StringValue": error_code},
         "error_detail": {
             "DataType": "String",
             "StringValue": _truncate(detail, MAX_ERROR_DETAIL_CHARS) or "(no detail)",
