@@ -26,7 +26,7 @@ class MicroBatcher(Generic[Item, Result]):
         flush: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
         *,
         max_size: int = 10,
-        linger: float = 0.02,
+        linger: float,
     ) -> None:
         self._flush = flush
         self._max_size = max_size
@@ -68,7 +68,7 @@ class MicroBatcher(Generic[Item, Result]):
         """Flush what is pending and wait for every flush in progress."""
         self._start_flush()
         while self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+            await asyncio.wait(self._flushes)  # a flush never raises: its waiters get the error
 
     def _start_flush(self) -> None:
         if self._timer is not None:
@@ -87,15 +87,22 @@ class MicroBatcher(Generic[Item, Result]):
         try:
             results = await self._flush([item for item, _ in group])
         except Exception as exc:  # noqa: BLE001 - handed to every waiter, who decides
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-                    # Retrieved at once: a waiter that was cancelled leaves no "never retrieved".
-                    future.exception()
+            _fail(group, exc)
             return
-        for (_, future), result in zip(group, results, strict=True):
+        if len(results) != len(group):
+            _fail(group, ValueError(f"a batch call answered {len(results)} of {len(group)} items"))
+            return
+        for index, (_, future) in enumerate(group):
             if not future.done():
-                future.set_result(result)
+                future.set_result(results[index])
+
+
+def _fail(group: Sequence[tuple[object, asyncio.Future[Result]]], error: Exception) -> None:
+    for _, future in group:
+        if not future.done():
+            future.set_exception(error)
+            # Retrieved at once: a waiter that was cancelled leaves no "never retrieved".
+            future.exception()
 
 
 class BatchingSink:

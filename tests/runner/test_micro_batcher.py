@@ -97,8 +97,32 @@ async def test_once_hurried_nothing_lingers() -> None:
     batcher.hurry()
 
     assert await waiting == 1  # what was pending goes at once
-    assert await asyncio.wait_for(batcher.submit(2), timeout=20) == 2  # and what comes later
+    later = batcher.add(2)  # and what comes later: within a few loop turns, with no linger
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert later.done()
+    assert later.result() == 2
     assert flush.groups == [[1], [2]]
+
+
+@pytest.mark.parametrize("answered", [1, 3], ids=["too-few", "too-many"])
+async def test_a_batch_call_answering_the_wrong_number_of_items_fails_every_item(
+    answered: int,
+) -> None:
+    """No waiter is left hanging, nor given another item's answer."""
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        return list(range(answered))
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(flush, max_size=2, linger=0)
+
+    results = await asyncio.gather(batcher.submit(7), batcher.submit(8), return_exceptions=True)
+
+    assert [str(result) for result in results] == [
+        f"a batch call answered {answered} of 2 items"
+    ] * 2
+    assert all(isinstance(result, ValueError) for result in results)
+    assert batcher.backlog == 0
 
 
 @pytest.mark.parametrize("max_size", [1, 3])
