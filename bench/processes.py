@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from devstack.child_server import child_server
 from devstack.emulator import EmulatorConfig, run_emulator
 
 LOCALSTACK_START_SECONDS: Final = 120.0
@@ -128,31 +128,14 @@ def endpoint_server(config: EmulatorConfig) -> Iterator[str]:
     ]
     if config.capacity is not None:
         command.append(f"--capacity={config.capacity}")
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+    with child_server(
         command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+        name="the endpoint process",
+        start_seconds=_ENDPOINT_START_SECONDS,
+        stop_seconds=_STOP_SECONDS,
         cwd=Path(__file__).resolve().parents[1],
-    )
-    stdin, stdout = process.stdin, process.stdout
-    if stdin is None or stdout is None:  # never: both are pipes; this tells mypy
-        raise RuntimeError("the endpoint process has no pipes")
-    try:
-        ready, _, _ = select.select([stdout], [], [], _ENDPOINT_START_SECONDS)
-        url = stdout.readline().strip() if ready else ""
-        if not url.startswith("http://"):
-            raise RuntimeError("the endpoint process did not start")
+    ) as url:
         yield url
-    finally:
-        stdin.close()  # the child's signal to stop
-        try:
-            process.wait(timeout=_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        stdout.close()
 
 
 async def _serve_endpoint(config: EmulatorConfig) -> None:

@@ -16,13 +16,12 @@ message in the queue, so a receive of ten from a queue of a few hundred took hal
 
 from __future__ import annotations
 
-import select
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+from devstack.child_server import child_server
 from devstack.moto_stack import start_moto_server
 
 _START_TIMEOUT_SECONDS: Final = 60.0  # importing moto takes a second or two, more when busy
@@ -32,31 +31,13 @@ _STOP_TIMEOUT_SECONDS: Final = 30.0
 @contextmanager
 def moto_server_process() -> Iterator[str]:
     """Start moto's server in a child process; yields its base URL; stops it on exit."""
-    process = subprocess.Popen(
+    with child_server(
         [sys.executable, "-m", "devstack.chaos.moto_process"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    stdin, stdout = process.stdin, process.stdout
-    if stdin is None or stdout is None:  # never: both are pipes; this tells mypy
-        raise RuntimeError("moto's server process has no pipes")
-    try:
-        # Bounded: wait for the first line (the URL) at most so long; the rest is never read.
-        ready, _, _ = select.select([stdout], [], [], _START_TIMEOUT_SECONDS)
-        url = stdout.readline().strip() if ready else ""
-        if not url.startswith("http://"):
-            raise RuntimeError("moto's server process did not start")
+        name="moto's server process",
+        start_seconds=_START_TIMEOUT_SECONDS,
+        stop_seconds=_STOP_TIMEOUT_SECONDS,
+    ) as url:
         yield url
-    finally:
-        stdin.close()  # the child's signal to stop
-        try:
-            process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        stdout.close()
 
 
 def _patch_retention_check() -> None:
