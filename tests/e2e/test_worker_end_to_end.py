@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from structlog.testing import capture_logs
-from support.builders import AWS_TRACE_HEADER, TRACEPARENT
+from support.builders import AWS_TRACE_HEADER, TRACEPARENT, VERDICT_FIELDS
 from support.conditions import wait_until
 from worker_harness import (
     RUN_TIMEOUT,
@@ -30,7 +30,6 @@ from worker_harness import (
     SAGEMAKER_TGI,
     TIMESTAMP_PATTERN,
     UNSAFE_TEXT,
-    VERDICT_KEYS,
     ModelRoute,
     QueueDepth,
     body_of,
@@ -118,7 +117,7 @@ async def test_a_safe_message_gets_a_complete_verdict_on_the_safe_topic(
     assert verdicts.unsafe == []
     [delivered] = verdicts.safe
     verdict = delivered.document
-    assert set(verdict) == VERDICT_KEYS
+    assert set(verdict) == VERDICT_FIELDS
     assert delivered.body.startswith('{"schema":')
     assert verdict["schema"] == "moderation.verdict.v1"
     assert verdict["id"] == "post-8f2c"

@@ -48,23 +48,6 @@ SAFE_TEXT: Final = "How do I bake a chocolate cake for my daughter's birthday?"
 # A run that takes longer than this is stuck; the test fails instead of hanging until pytest's.
 RUN_TIMEOUT: Final = 30.0
 
-VERDICT_KEYS: Final = frozenset(
-    {
-        "schema",
-        "id",
-        "conversation_id",
-        "verdict",
-        "categories",
-        "unknown_codes",
-        "score",
-        "assessed_role",
-        "model",
-        "flags",
-        "attributes",
-        "received_at",
-        "decided_at",
-    }
-)
 TIMESTAMP_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
 

@@ -13,6 +13,24 @@ TRACE_ID: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID: Final = "00f067aa0ba902b7"
 TRACEPARENT: Final = f"00-{TRACE_ID}-{PARENT_ID}-01"
 AWS_TRACE_HEADER: Final = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+#: The fields of a verdict document, as DESIGN.md lists them.
+VERDICT_FIELDS: Final = frozenset(
+    {
+        "schema",
+        "id",
+        "conversation_id",
+        "verdict",
+        "categories",
+        "unknown_codes",
+        "score",
+        "assessed_role",
+        "model",
+        "flags",
+        "attributes",
+        "received_at",
+        "decided_at",
+    }
+)
 MOMENT: Final = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
 MODEL: Final = ModelRef(
     backend="sagemaker", endpoint="llama-guard-7b", prompt_format="llama-guard-1"
