@@ -48,6 +48,14 @@ def throttle_one(limit: AdaptiveLimit) -> Permit:
     return permit
 
 
+async def queue_callers(limit: AdaptiveLimit, count: int) -> list[asyncio.Task[Permit]]:
+    """``count`` callers waiting for a slot, in this order."""
+    callers = [asyncio.create_task(limit.acquire()) for _ in range(count)]
+    await asyncio.sleep(0)
+    assert limit.waiting == count
+    return callers
+
+
 # --- throttling ---
 
 
@@ -173,6 +181,36 @@ def test_a_large_limit_prefetches_half_of_it_besides_a_batch() -> None:
     assert limit.prefetch == 20 + 10
 
 
+async def test_calls_waiting_for_a_slot_take_receive_room_as_running_ones_do() -> None:
+    limit, _ = limit_at(1)
+    limit.try_acquire()
+    await queue_callers(limit, 3)
+    assert limit.receive_room() == 1 + 20 - 1 - 3
+
+
+async def test_receive_room_is_zero_when_a_decrease_leaves_more_calls_than_room() -> None:
+    limit, _ = limit_at(20)
+    running = [limit.try_acquire() for _ in range(20)]
+    await queue_callers(limit, 20)
+    assert running[0] is not None
+    limit.on_throttle(running[0])  # 18 + 20 of room, 40 calls
+    assert limit.receive_room() == 0
+
+
+def test_idle_slots_are_the_limit_less_the_calls_running() -> None:
+    limit, _ = limit_at(4)
+    for _ in range(3):
+        limit.try_acquire()
+    assert limit.idle_slots() == 1
+
+
+async def test_no_slot_is_idle_while_calls_wait_for_one() -> None:
+    limit, _ = limit_at(1)
+    limit.try_acquire()
+    await queue_callers(limit, 2)
+    assert limit.idle_slots() == 0
+
+
 async def test_waiting_callers_get_freed_slots_in_arrival_order() -> None:
     limit, _ = limit_at(1)
     await limit.acquire()
@@ -192,6 +230,36 @@ async def test_waiting_callers_get_freed_slots_in_arrival_order() -> None:
     assert limit.in_use == 0
 
 
+async def test_a_freed_slot_admits_one_waiting_caller_only() -> None:
+    limit, _ = limit_at(1)
+    await limit.acquire()
+    await queue_callers(limit, 2)
+    limit.release()
+    assert (limit.in_use, limit.waiting) == (1, 1)
+
+
+async def test_a_waiting_callers_permit_is_stamped_when_the_slot_is_handed_over() -> None:
+    """Latency runs from admission: the time spent waiting for a slot is not the endpoint's."""
+    limit, clock = limit_at(1)
+    await limit.acquire()
+    (caller,) = await queue_callers(limit, 1)
+    clock.now = 5.0
+    limit.release()
+    permit = await caller
+    assert permit.admitted_at == 5.0
+
+
+async def test_a_freed_slot_passes_over_a_cancelled_caller_to_the_next_one() -> None:
+    limit, _ = limit_at(1)
+    await limit.acquire()
+    cancelled, next_caller = await queue_callers(limit, 2)
+    cancelled.cancel()  # its turn is cancelled at once; its task has not run yet
+    limit.release()
+    assert (limit.in_use, limit.waiting) == (1, 0)
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert isinstance(await next_caller, Permit)
+
+
 async def test_a_caller_cancelled_while_waiting_leaves_no_slot_taken() -> None:
     limit, _ = limit_at(1)
     await limit.acquire()
@@ -200,7 +268,18 @@ async def test_a_caller_cancelled_while_waiting_leaves_no_slot_taken() -> None:
     waiting.cancel()
     limit.release()
     await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
     assert (limit.in_use, limit.waiting) == (0, 0)
+
+
+async def test_a_caller_cancelled_while_waiting_leaves_the_queue_at_once() -> None:
+    limit, _ = limit_at(1)
+    await limit.acquire()
+    (waiting,) = await queue_callers(limit, 1)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    assert limit.waiting == 0
 
 
 # --- converging on the capacity (simulated endpoint: 50 ms a call, 1 ms each way) ---
