@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import math
 from typing import Any
 
 import pytest
@@ -64,7 +65,9 @@ def test_a_throttle_lowers_the_limit_by_the_backoff_ratio() -> None:
     with capture_logs() as logs:
         throttle_one(limit)
     assert limit.current == 18
-    assert [entry["event"] for entry in logs] == ["concurrency_decreased"]
+    assert logs == [
+        {"event": "concurrency_decreased", "log_level": "info", "limit_before": 20, "limit": 18}
+    ]
 
 
 def test_throttles_of_calls_admitted_before_a_decrease_count_once() -> None:
@@ -81,6 +84,16 @@ def test_a_throttle_of_a_call_admitted_after_the_decrease_counts_again() -> None
     throttle_one(limit)
     throttle_one(limit)
     assert limit.current == 16  # 20 * 0.9 * 0.9 = 16.2
+
+
+def test_a_call_admitted_between_two_decreases_belongs_to_the_second_burst() -> None:
+    limit, _ = limit_at(20)
+    throttle_one(limit)
+    between = limit.try_acquire()
+    assert between is not None
+    throttle_one(limit)  # admitted after the first decrease too: the second burst
+    limit.on_throttle(between)
+    assert limit.current == 16  # 20 * 0.9 * 0.9, not a third decrease
 
 
 def test_the_limit_never_falls_below_the_minimum() -> None:
@@ -101,6 +114,22 @@ def test_after_a_throttle_the_limit_comes_back_to_the_ceiling_slowly_then_probes
     for _ in range(60):  # three more seconds
         run_window(limit, clock, SERVICE)
     assert limit.current > ceiling
+
+
+def test_after_a_throttle_the_growth_cap_is_cubic_around_the_ceiling() -> None:
+    """cap(t) = ceiling + growth * (t - k) ** 3: a second before k it is ``growth`` below the
+    ceiling, a second after it ``growth`` above (a straight line would be 3 * growth)."""
+    limit, clock = limit_at(20)
+    throttle_one(limit)  # at 0 s: ceiling 20, limit 18
+    policy = LimitPolicy()
+    k = math.cbrt(20 * (1 - policy.backoff_ratio) / policy.growth)
+    run_window(limit, clock, SERVICE)  # the baseline; every window after it wants to grow
+    clock.now = k - 1 - SERVICE
+    run_window(limit, clock, SERVICE)
+    assert limit.current == 19  # capped at 19.6
+    clock.now = k + 1 - SERVICE
+    run_window(limit, clock, SERVICE)
+    assert limit.current == 20  # capped at 20.4
 
 
 # --- latency ---
