@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import itertools
 import math
+import random
 from typing import Any
 
 import pytest
@@ -23,12 +24,12 @@ SERVICE = 0.05
 
 
 def limit_at(
-    initial: int, *, max_in_flight: int = 64, **policy: Any
+    initial: int, *, max_in_flight: int = 64, rng: random.Random | None = None, **policy: Any
 ) -> tuple[AdaptiveLimit, ManualClock]:
     clock = ManualClock()
     # No baseline re-measurement unless a test is about it: it halves admission for a while.
     tuning = dataclasses.replace(LimitPolicy(initial=initial, baseline_interval=1e6), **policy)
-    return AdaptiveLimit(max_in_flight, tuning, clock=clock), clock
+    return AdaptiveLimit(max_in_flight, tuning, clock=clock, rng=rng), clock
 
 
 def run_window(limit: AdaptiveLimit, clock: ManualClock, latency: float) -> None:
@@ -47,6 +48,26 @@ def throttle_one(limit: AdaptiveLimit) -> Permit:
     limit.on_throttle(permit)
     limit.release()
     return permit
+
+
+def run_calls(limit: AdaptiveLimit, clock: ManualClock, at_once: int, calls: int) -> None:
+    """``calls`` calls, ``at_once`` of them in flight together, each answering after SERVICE."""
+    for _ in range(calls // at_once):
+        permits = [limit.try_acquire() for _ in range(at_once)]
+        clock.now += SERVICE
+        for permit in permits:
+            assert permit is not None
+            limit.on_success(permit)
+            limit.release()
+
+
+def admitted_into_measurement(limit: AdaptiveLimit, clock: ManualClock, at: float) -> bool:
+    """Whether a call admitted at ``at`` measures the baseline (it starts one that is due)."""
+    clock.now = at
+    permit = limit.try_acquire()
+    assert permit is not None
+    limit.release()
+    return permit.measures_baseline
 
 
 async def queue_callers(limit: AdaptiveLimit, count: int) -> list[asyncio.Task[Permit]]:
@@ -150,6 +171,28 @@ def test_latency_growth_lowers_the_limit() -> None:
     assert limit.current < 15
 
 
+def test_no_latency_is_known_before_a_window_ends() -> None:
+    limit, clock = limit_at(4)
+    run_calls(limit, clock, at_once=1, calls=2)  # a window is at least 3 calls
+    assert (limit.baseline, limit.recent) == (None, None)
+
+
+def test_calls_answered_within_one_clock_reading_read_as_no_queue() -> None:
+    limit, clock = limit_at(20)
+    run_window(limit, clock, 0.0)
+    assert limit.recent == 0.0
+    assert limit.current == 22  # gradient 1: 20 + 0.5 * sqrt(20)
+
+
+@pytest.mark.parametrize(("in_flight", "grown"), [(9, False), (10, True)])
+def test_the_limit_grows_only_after_a_window_that_used_half_of_it(
+    in_flight: int, grown: bool
+) -> None:
+    limit, clock = limit_at(20)
+    run_calls(limit, clock, at_once=in_flight, calls=2 * 20)
+    assert (limit.current > 20) is grown
+
+
 def test_an_idle_worker_does_not_raise_the_limit() -> None:
     """Calls answered quickly, but only 2 of 20 slots used: no evidence more would work."""
     limit, clock = limit_at(20)
@@ -190,6 +233,79 @@ def test_the_baseline_is_remeasured_at_half_the_limit_every_interval() -> None:
         limit.release()
     assert not limit.measuring_baseline
     assert limit.baseline == pytest.approx(2 * SERVICE)
+
+
+def test_a_remeasurement_ends_with_its_last_sample() -> None:
+    limit, clock = limit_at(16, max_in_flight=16, baseline_interval=10.0, baseline_samples=5)
+    run_window(limit, clock, SERVICE)
+    clock.now += 12.0
+    admitted = [limit.try_acquire() for _ in range(8)]
+    clock.now += SERVICE
+    for answered, permit in enumerate(admitted, start=1):
+        assert permit is not None
+        limit.on_success(permit)
+        assert limit.measuring_baseline is (answered < 5)
+
+
+def test_a_remeasurement_of_an_odd_limit_admits_the_half_rounded_down() -> None:
+    limit, clock = limit_at(15, max_in_flight=15, baseline_interval=10.0)
+    run_window(limit, clock, SERVICE)
+    clock.now += 12.0
+    admitted = list(itertools.takewhile(bool, (limit.try_acquire() for _ in range(15))))
+    assert len(admitted) == 7
+    assert limit.measuring_baseline
+
+
+def test_a_remeasurement_due_now_starts_with_the_next_call() -> None:
+    """With no interval the next one is due the moment the first window ends."""
+    limit, clock = limit_at(4, baseline_interval=0.0)
+    run_window(limit, clock, SERVICE)
+    assert admitted_into_measurement(limit, clock, at=clock.now)
+
+
+def test_the_first_remeasurement_starts_a_jittered_tenth_interval_after_the_first_window() -> None:
+    started_by_the_middle = []
+    for seed in range(200):
+        limit, clock = limit_at(
+            4,
+            baseline_interval=10.0,
+            rng=random.Random(seed),  # noqa: S311 - jitter
+        )
+        run_window(limit, clock, SERVICE)
+        ended = clock.now
+        assert not admitted_into_measurement(limit, clock, at=ended + 0.89)
+        started_by_the_middle.append(admitted_into_measurement(limit, clock, at=ended + 1.0))
+        assert admitted_into_measurement(limit, clock, at=ended + 1.1)
+    # Jittered over 0.9 to 1.1 s, so that workers started together do not measure in step.
+    assert any(started_by_the_middle)
+    assert not all(started_by_the_middle)
+
+
+def test_each_later_remeasurement_starts_within_a_tenth_of_the_interval_after_the_last() -> None:
+    started_by_the_middle = []
+    for seed in range(200):
+        limit, clock = limit_at(
+            16,
+            max_in_flight=16,
+            baseline_interval=10.0,
+            baseline_samples=5,
+            rng=random.Random(seed),  # noqa: S311 - jitter
+        )
+        run_window(limit, clock, SERVICE)
+        clock.now += 1.1
+        samples = [limit.try_acquire() for _ in range(5)]
+        clock.now += SERVICE
+        for permit in samples:
+            assert permit is not None
+            assert permit.measures_baseline
+            limit.on_success(permit)
+            limit.release()
+        ended = clock.now
+        assert not admitted_into_measurement(limit, clock, at=ended + 8.99)
+        started_by_the_middle.append(admitted_into_measurement(limit, clock, at=ended + 10.0))
+        assert admitted_into_measurement(limit, clock, at=ended + 11.0)
+    assert any(started_by_the_middle)
+    assert not all(started_by_the_middle)
 
 
 # --- slots ---
