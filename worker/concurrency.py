@@ -278,7 +278,9 @@ class AdaptiveLimit:
                 self._next_baseline_at = self._clock() + self._jittered_interval() / 10
             self.baseline = recent
             metrics.LATENCY_BASELINE.set(recent)
-        gradient = min(1.0, max(policy.min_gradient, self.baseline / recent if recent > 0 else 1.0))
+        # At most 1 with no clamp: the baseline is never above ``recent`` here (a faster window
+        # has just lowered it). A window answered within one clock reading is no queue either.
+        gradient = max(policy.min_gradient, self.baseline / recent) if recent > 0 else 1.0
         target = self._limit * gradient + policy.allowance_factor * math.sqrt(self._limit)
         if target < self._limit:
             limit = self._limit + policy.smoothing * (target - self._limit)
