@@ -20,6 +20,10 @@ def lag_total() -> float:
     return REGISTRY.get_sample_value("moderation_event_loop_lag_seconds_sum") or 0.0
 
 
+def lag_samples() -> float:
+    return REGISTRY.get_sample_value("moderation_event_loop_lag_seconds_count") or 0.0
+
+
 async def block_the_loop() -> None:
     time.sleep(BLOCK_SECONDS)  # noqa: ASYNC251 - the point: hold the loop as a slow regex would
 
@@ -35,12 +39,13 @@ async def test_a_blocked_loop_is_observed_as_lag_at_least_as_long_as_the_block()
 
 
 async def test_the_runner_feeds_the_lag_metric_while_it_runs() -> None:
-    before = lag_total()
+    before, samples_before = lag_total(), lag_samples()
     stop = asyncio.Event()
     runner = Runner(
         InMemorySource(), ScriptedHandler(), config(burst=False, loop_lag_interval=0.01)
     )
     running = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: lag_samples() > samples_before)  # the runner's watcher is at work
     await asyncio.create_task(block_the_loop())
     await wait_until(lambda: lag_total() - before >= BLOCK_SECONDS * 0.9)
     stop.set()

@@ -59,7 +59,11 @@ async def test_a_busy_queue_gets_several_receives_outstanding_at_once() -> None:
     source = SlowRoundTripSource()
     for index in range(200):
         source.send(f"m{index}")
-    runner = Runner(source, ScriptedHandler(never_done), config(burst=False, max_in_flight=100))
+    runner = Runner(
+        source,
+        ScriptedHandler(never_done),
+        config(burst=False, max_in_flight=100, drain_timeout=0),  # held messages: no drain wait
+    )
     stop = asyncio.Event()
     running = asyncio.create_task(runner.run(stop))
     await wait_until(lambda: source.outstanding == 1)
@@ -92,7 +96,11 @@ async def test_receives_never_ask_for_more_than_the_free_room() -> None:
     source.allow(ALL)
     for index in range(200):
         source.send(f"m{index}")
-    runner = Runner(source, ScriptedHandler(never_done), config(burst=False, max_in_flight=25))
+    runner = Runner(
+        source,
+        ScriptedHandler(never_done),
+        config(burst=False, max_in_flight=25, drain_timeout=0),  # held messages: no drain wait
+    )
     stop = asyncio.Event()
     running = asyncio.create_task(runner.run(stop))
     await wait_until(lambda: len(runner.held()) == 25)
