@@ -42,7 +42,6 @@ RECEIVE_BATCH: Final = 10  # SQS's maximum per ReceiveMessage
 # Receives outstanding at once: enough to keep a few hundred messages a second coming over a
 # 20 ms round trip, few enough that a quiet queue sees only a handful of long polls.
 MAX_RECEIVES: Final = 6
-_RECEIVE_ERROR_BACKOFF_MAX: Final = 30.0
 _CAPACITY_RECHECK_SECONDS: Final = 1.0
 
 
@@ -95,6 +94,10 @@ class RunnerConfig:
     # the cost is a wider window in which a crash redelivers an already published message.
     delete_linger: float = 0.25
     loop_lag_interval: float = 0.5
+    # After a failed receive, no new one for this long, doubling with each failure in a row
+    # up to ``receive_backoff_max``; a receive that succeeds starts the count again.
+    receive_backoff: float = 1.0
+    receive_backoff_max: float = 30.0
 
     def release_delay(self, receive_count: int) -> int:
         """Seconds before a released message comes back: doubling per receive, capped."""
@@ -293,13 +296,16 @@ class Runner:
         try:
             batch = task.result()
         except SourceError as exc:
-            polling.failures += 1
-            delay = min(2.0 ** min(polling.failures, 10) / 2, _RECEIVE_ERROR_BACKOFF_MAX)
+            config = self._config
+            delay = min(
+                max(2 * polling.backoff, config.receive_backoff), config.receive_backoff_max
+            )
+            polling.backoff = delay
             polling.resume_at = asyncio.get_running_loop().time() + delay
             metrics.RECEIVE_ERRORS.inc()
             log.warning("receive_failed", error=str(exc), retry_in_seconds=delay)
             return
-        polling.failures = 0
+        polling.backoff = 0.0
         self._busy_queue = len(batch) >= asked
         if stop.is_set():
             await self._release_received_on_stop(batch)
@@ -599,7 +605,7 @@ class _Polling:
     backoff after failed ones."""
 
     outstanding: dict[asyncio.Future[Sequence[ReceivedMessage]], int] = field(default_factory=dict)
-    failures: int = 0
+    backoff: float = 0.0  # the wait after the last failed receive; 0 once one succeeds
     resume_at: float = 0.0  # loop time before which no new receive starts
     queue_seems_empty: bool = False  # burst mode: an empty receive while nothing was held
 

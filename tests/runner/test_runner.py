@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -200,6 +201,54 @@ async def test_a_failed_receive_is_logged_and_the_loop_goes_on() -> None:
         stats = await run(source, ScriptedHandler())
     assert stats.acked == 1
     assert any(e["event"] == "receive_failed" for e in logs)
+
+
+class TimedSource(InMemorySource):
+    """The in-memory source, also recording the loop time of every receive call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receive_times: list[float] = []
+
+    async def receive(self, max_messages: int, wait_seconds: int) -> Sequence[ReceivedMessage]:
+        self.receive_times.append(asyncio.get_running_loop().time())
+        return await super().receive(max_messages, wait_seconds)
+
+
+async def test_failed_receives_back_off_doubling_to_the_cap_and_a_success_starts_over() -> None:
+    source = TimedSource()
+    source.send("first")
+    source.fail_next("receive", times=4)
+
+    async def fail_once_more(message: ReceivedMessage) -> Outcome:
+        if message.body == "first":  # after a receive that succeeded, one more failure
+            source.fail_next("receive")
+            source.send("second")
+        return await ack(message)
+
+    with capture_logs() as logs:
+        stats = await run(
+            source,
+            ScriptedHandler(fail_once_more),
+            receive_backoff=0.01,
+            receive_backoff_max=0.03,
+        )
+
+    assert stats.acked == 2
+    failures = [entry for entry in logs if entry["event"] == "receive_failed"]
+    assert failures == [
+        {
+            "event": "receive_failed",
+            "log_level": "warning",
+            "error": "SQS ReceiveMessage failed: injected failure",
+            "retry_in_seconds": delay,
+        }
+        for delay in (0.01, 0.02, 0.03, 0.03, 0.01)
+    ]
+    # The next receive waits at least the delay logged (a lower bound: load cannot break it).
+    gaps = [later - earlier for earlier, later in itertools.pairwise(source.receive_times)]
+    assert len(gaps) >= 5  # the four failures and the one after "first" were each followed
+    assert all(gap >= delay for gap, delay in zip(gaps[:4], (0.01, 0.02, 0.03, 0.03), strict=True))
 
 
 async def test_no_more_than_max_in_flight_messages_are_handled_at_once() -> None:
