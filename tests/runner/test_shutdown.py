@@ -79,6 +79,36 @@ async def test_messages_a_receive_returns_after_stop_are_released_at_once() -> N
     assert [e["count"] for e in logs if e["event"] == "received_during_shutdown_released"] == [3]
 
 
+class StopOnReceiveSource(InMemorySource):
+    """A receive whose answer arrives together with the stop: the stop is set as it returns."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    async def receive(self, max_messages: int, wait_seconds: int) -> Sequence[ReceivedMessage]:
+        batch = await super().receive(max_messages, wait_seconds)
+        self.stop.set()
+        return batch
+
+
+async def test_messages_that_arrive_with_the_stop_are_released_not_started() -> None:
+    """The poll loop meets a finished receive and the stop at once: it starts nothing."""
+    stop = asyncio.Event()
+    source = StopOnReceiveSource(stop)
+    ids = [source.send(f"m{index}") for index in range(3)]
+    handler = ScriptedHandler()
+    runner = Runner(source, handler, config(burst=False))
+
+    with capture_logs() as logs:
+        stats = await asyncio.wait_for(runner.run(stop), timeout=20)
+
+    assert handler.handled == []
+    assert sorted(source.visibility_changes) == [(message_id, 0) for message_id in ids]
+    assert stats.released_on_shutdown == 3
+    assert [e["count"] for e in logs if e["event"] == "received_during_shutdown_released"] == [3]
+
+
 async def test_a_receive_still_waiting_after_the_grace_is_abandoned() -> None:
     source = LateReceiveSource()  # empty: its long poll waits for messages that never come
     runner = Runner(source, ScriptedHandler(), config(burst=False, receive_grace=0))
