@@ -11,6 +11,8 @@ from typing import Any
 import structlog
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
+from support.conditions import wait_until
+from test_receiving import never_done
 from test_runner import ScriptedHandler, ack, run
 from test_unprotected_paths import FixedGate, RecordingSource
 
@@ -120,3 +122,28 @@ async def test_unstarted_messages_released_give_their_room_back_to_the_gate() ->
     assert stats.acked == 3
     assert max(source.asked) == 3
     assert source.asked[-1] == 3  # the receive that found the queue empty, nothing held
+
+
+async def test_messages_waiting_in_a_fifo_group_keep_their_room_when_more_are_received() -> None:
+    """Four messages wait behind their group's head; a later batch adds to them (it does not
+    replace their count), so what is received but not started stays within the gate's five."""
+    source = RecordingSource()
+    for index in range(5):
+        source.send(f"a{index}", group_id="a")
+    for group in "bc":
+        source.send(f"{group}0", group_id=group)
+    runner = Runner(
+        source,
+        ScriptedHandler(never_done),  # every started message is held: nothing frees room
+        RunnerConfig(wait_seconds=0, burst=False, max_in_flight=100, drain_timeout=0),
+        gate=FixedGate(5),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+
+    await wait_until(lambda: len(runner.held()) == 7)
+    stop.set()
+    await asyncio.wait_for(running, timeout=20)
+
+    assert source.asked[0] == 5
+    assert max(source.asked[1:]) == 1  # the room left beside the four waiting behind a0
