@@ -111,6 +111,33 @@ async def test_receives_never_ask_for_more_than_the_free_room() -> None:
     assert stats.received == 25
 
 
+async def test_what_receives_in_transit_asked_for_is_not_asked_for_again() -> None:
+    """25 slots: ten held, ten asked for by a receive in transit, so the loop's next turns ask
+    for nothing more until that receive answers, and then for the last five."""
+    source = SlowRoundTripSource()
+    for index in range(200):
+        source.send(f"m{index}")
+    runner = Runner(
+        source,
+        ScriptedHandler(never_done),
+        config(burst=False, max_in_flight=25, drain_timeout=0),  # held messages: no drain wait
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: source.outstanding == 1)
+    source.allow(1)  # a full batch: the queue is busy, more than one receive may be out
+    await wait_until(lambda: len(runner.held()) == 10 and source.outstanding == 1)
+    turn = runner.last_poll
+    await wait_until(lambda: runner.last_poll > turn)  # a later turn of the loop, same receive
+    assert source.asked == [10, 10]
+
+    source.allow(ALL)
+    await wait_until(lambda: len(runner.held()) == 25)
+    assert source.asked == [10, 10, 5]
+    stop.set()
+    await asyncio.wait_for(running, timeout=20)
+
+
 async def test_on_stop_every_outstanding_receive_has_its_messages_released() -> None:
     source = SlowRoundTripSource()
     for index in range(200):
