@@ -42,7 +42,6 @@ RECEIVE_BATCH: Final = 10  # SQS's maximum per ReceiveMessage
 # Receives outstanding at once: enough to keep a few hundred messages a second coming over a
 # 20 ms round trip, few enough that a quiet queue sees only a handful of long polls.
 MAX_RECEIVES: Final = 6
-_CAPACITY_RECHECK_SECONDS: Final = 1.0
 
 
 class ReceiveGate(Protocol):
@@ -98,6 +97,9 @@ class RunnerConfig:
     # up to ``receive_backoff_max``; a receive that succeeds starts the count again.
     receive_backoff: float = 1.0
     receive_backoff_max: float = 30.0
+    # With nothing happening, the poll loop looks at its room again this often: the endpoint's
+    # limit moves by itself (every other change wakes the loop at once).
+    recheck_interval: float = 1.0
 
     def release_delay(self, receive_count: int) -> int:
         """Seconds before a released message comes back: doubling per receive, capped."""
@@ -333,7 +335,7 @@ class Runner:
         """
         if any(task.done() for task in polling.outstanding):
             return
-        timeout = _CAPACITY_RECHECK_SECONDS
+        timeout = self._config.recheck_interval
         backoff_left = polling.resume_at - asyncio.get_running_loop().time()
         if backoff_left > 0:
             timeout = min(timeout, backoff_left)

@@ -232,6 +232,7 @@ async def test_failed_receives_back_off_doubling_to_the_cap_and_a_success_starts
             ScriptedHandler(fail_once_more),
             receive_backoff=0.01,
             receive_backoff_max=0.03,
+            recheck_interval=3600,  # only the backoff's end may wake the loop for the next receive
         )
 
     assert stats.acked == 2
@@ -249,6 +250,16 @@ async def test_failed_receives_back_off_doubling_to_the_cap_and_a_success_starts
     gaps = [later - earlier for earlier, later in itertools.pairwise(source.receive_times)]
     assert len(gaps) >= 5  # the four failures and the one after "first" were each followed
     assert all(gap >= delay for gap, delay in zip(gaps[:4], (0.01, 0.02, 0.03, 0.03), strict=True))
+
+
+async def test_each_finished_receive_wakes_the_loop_without_waiting_for_a_recheck() -> None:
+    source = InMemorySource()
+    for index in range(25):
+        source.send(f"m{index}")
+
+    stats = await run(source, ScriptedHandler(), recheck_interval=3600)
+
+    assert stats.acked == 25
 
 
 async def test_no_more_than_max_in_flight_messages_are_handled_at_once() -> None:
@@ -277,7 +288,7 @@ async def test_visibility_is_extended_while_a_message_is_worked_on() -> None:
 
     stats = await run(source, ScriptedHandler(until_extended), visibility_timeout=3)
     assert stats.acked == 1
-    assert (message_id, 3) in source.visibility_changes
+    assert source.visibility_changes == [(message_id, 3)]  # one tick, one extension
     assert source.is_deleted(message_id)
 
 
