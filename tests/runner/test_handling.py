@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -147,3 +148,50 @@ async def test_messages_waiting_in_a_fifo_group_keep_their_room_when_more_are_re
 
     assert source.asked[0] == 5
     assert max(source.asked[1:]) == 1  # the room left beside the four waiting behind a0
+
+
+class BusyGate(FixedGate):
+    """Room for ``capacity`` messages, but no idle slot until ``idle`` is raised."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.idle = 0
+        self._wake: list[Callable[[], None]] = []
+
+    def idle_slots(self) -> int:
+        return self.idle
+
+    def on_capacity(self, wake: Callable[[], None]) -> None:
+        self._wake.append(wake)
+
+    def free_a_slot(self) -> None:
+        self.idle = 1
+        for wake in self._wake:
+            wake()
+
+
+async def test_a_receive_for_less_than_a_batch_waits_for_an_idle_slot() -> None:
+    """Room for five, but every endpoint slot busy: no receive yet; one slot idle: five."""
+    source = RecordingSource()
+    for index in range(20):
+        source.send(f"m{index}")
+    gate = BusyGate(5)
+    runner = Runner(
+        source,
+        ScriptedHandler(never_done),
+        RunnerConfig(wait_seconds=0, burst=False, drain_timeout=0),
+        gate=gate,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: runner.last_poll > 0)
+    turn = runner.last_poll
+    await wait_until(lambda: runner.last_poll > turn)  # a later turn of the loop, still nothing
+    assert source.asked == []
+
+    gate.free_a_slot()
+    await wait_until(lambda: len(runner.held()) == 5)
+    stop.set()
+    await asyncio.wait_for(running, timeout=20)
+
+    assert source.asked == [5]

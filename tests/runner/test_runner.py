@@ -292,6 +292,28 @@ async def test_visibility_is_extended_while_a_message_is_worked_on() -> None:
     assert source.is_deleted(message_id)
 
 
+async def test_a_tick_that_finds_nothing_to_extend_does_not_end_the_heartbeat() -> None:
+    source = InMemorySource(visibility_timeout=1)
+
+    async def until_extended(message: ReceivedMessage) -> Outcome:
+        await wait_until(lambda: (message.message_id, 1) in source.visibility_changes)
+        return await ack(message)
+
+    runner = Runner(
+        source, ScriptedHandler(until_extended), config(burst=False, visibility_timeout=1)
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    # The stimulus, not a measurement: the first tick (a third of a second in) finds no message.
+    await asyncio.sleep(0.5)
+    message_id = source.send("late")
+    await wait_until(lambda: source.is_deleted(message_id))  # extended by a later tick, then acked
+    stop.set()
+    await asyncio.wait_for(running, timeout=20)
+
+    assert source.visibility_changes[0] == (message_id, 1)
+
+
 def drain_began(logs: Sequence[Mapping[str, Any]]) -> Callable[[], bool]:
     return lambda: any(entry["event"] == "draining" for entry in logs)
 
