@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -290,6 +291,16 @@ async def test_visibility_is_extended_while_a_message_is_worked_on() -> None:
     assert stats.acked == 1
     assert source.visibility_changes == [(message_id, 3)]  # one tick, one extension
     assert source.is_deleted(message_id)
+
+
+def test_a_runner_not_polling_yet_reads_as_having_just_polled() -> None:
+    """The health probes read ``last_poll`` from the moment the worker is wired, before the
+    poll loop's first turn: it starts as the time the runner was made."""
+    before = time.monotonic()
+    runner = Runner(InMemorySource(), ScriptedHandler(), config())
+    after = time.monotonic()
+
+    assert before <= runner.last_poll <= after
 
 
 async def test_a_tick_that_finds_nothing_to_extend_does_not_end_the_heartbeat() -> None:
