@@ -293,6 +293,36 @@ async def test_visibility_is_extended_while_a_message_is_worked_on() -> None:
     assert source.is_deleted(message_id)
 
 
+async def test_the_run_is_logged_with_its_limit_at_the_start_and_its_tally_at_the_end() -> None:
+    source = InMemorySource()
+    for body in ("fine", "later", "broken"):
+        source.send(body)
+
+    async def one_of_each(message: ReceivedMessage) -> Outcome:
+        if message.body == "later":
+            return RetryLater("classifier: down")
+        if message.body == "broken":
+            return DeadLetter("invalid_json", "the body is not valid JSON")
+        return await ack(message)
+
+    with capture_logs() as logs:
+        await run(source, ScriptedHandler(one_of_each), max_in_flight=7, release_delay_base=60)
+
+    ends = [entry for entry in logs if entry["event"] in ("worker_started", "worker_stopped")]
+    assert ends == [
+        {"event": "worker_started", "log_level": "info", "max_in_flight": 7},
+        {
+            "event": "worker_stopped",
+            "log_level": "info",
+            "received": 3,
+            "acked": 1,
+            "retried": 1,
+            "dead_lettered": 1,
+            "released_on_shutdown": 0,
+        },
+    ]
+
+
 def test_a_runner_not_polling_yet_reads_as_having_just_polled() -> None:
     """The health probes read ``last_poll`` from the moment the worker is wired, before the
     poll loop's first turn: it starts as the time the runner was made."""
