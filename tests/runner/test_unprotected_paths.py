@@ -129,6 +129,29 @@ async def test_stop_while_every_slot_is_busy_ends_the_run_without_another_receiv
     assert source.receive_counts()[ids[2]] == 0
 
 
+async def test_stop_wakes_a_poll_loop_that_waits_for_room() -> None:
+    """Every slot busy, no receive out, no recheck for an hour: the stop alone ends the polling,
+    and the drain begins while the messages are still being handled."""
+    source = InMemorySource()
+    for index in range(3):
+        source.send(f"m{index}")
+    handler = StuckHandler()
+    runner = Runner(
+        source, handler, config(burst=False, max_in_flight=2, wait_seconds=1, recheck_interval=3600)
+    )
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        running = asyncio.create_task(runner.run(stop))
+        await wait_until(lambda: handler.started == 2)
+
+        stop.set()
+        await wait_until(lambda: any(entry["event"] == "draining" for entry in logs))
+        handler.finish.set()
+        stats = await asyncio.wait_for(running, timeout=20)
+
+    assert stats.acked == 2
+
+
 class HeldDeleteSource(InMemorySource):
     """Deletes wait until ``allow_deletes`` is set."""
 
