@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 from support.conditions import wait_until
 from test_runner import ScriptedHandler, ack, config, run
 
 from devstack.fakes import InMemorySource
+from worker.core.errors import SourceError
 from worker.pipeline import DeadLetter, Outcome, RetryLater
 from worker.ports import ReceivedMessage
 from worker.runner import Runner, Stage
@@ -150,6 +152,84 @@ async def test_stop_wakes_a_poll_loop_that_waits_for_room() -> None:
         stats = await asyncio.wait_for(running, timeout=20)
 
     assert stats.acked == 2
+
+
+class SlowToCancelHandler(StuckHandler):
+    """Like ``StuckHandler``, but a cancelled message takes a few loop turns to wind down (a
+    handler closing its connection, say)."""
+
+    async def handle(self, message: ReceivedMessage) -> Outcome:
+        try:
+            return await super().handle(message)
+        except asyncio.CancelledError:
+            for _ in range(20):
+                await asyncio.sleep(0)
+            raise
+
+
+def in_flight_gauge() -> float:
+    return REGISTRY.get_sample_value("moderation_in_flight") or 0.0
+
+
+async def test_a_drain_that_times_out_is_logged_whole_and_leaves_nothing_counted_in_flight() -> (
+    None
+):
+    source = InMemorySource()
+    ids = [source.send(f"m{index}") for index in range(2)]
+    handler = SlowToCancelHandler()  # never finishes: the drain gives up on both
+    runner = Runner(source, handler, config(burst=False, max_in_flight=2, drain_timeout=0.05))
+    before = in_flight_gauge()
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        running = asyncio.create_task(runner.run(stop))
+        await wait_until(lambda: handler.started == 2)
+        stop.set()
+        stats = await asyncio.wait_for(running, timeout=20)
+
+    drain = [e for e in logs if e["event"] in ("draining", "drain_timeout_releasing")]
+    assert drain == [
+        {"event": "draining", "log_level": "info", "in_flight": 2},
+        {"event": "drain_timeout_releasing", "log_level": "warning", "count": 2},
+    ]
+    assert stats.released_on_shutdown == 2
+    assert sorted(source.visibility_changes) == sorted((message_id, 0) for message_id in ids)
+    assert in_flight_gauge() == before  # the cancelled handlers were waited for, to their end
+
+
+async def test_a_burst_ends_on_an_empty_queue_saying_so() -> None:
+    with capture_logs() as logs:
+        stats = await run(InMemorySource(), ScriptedHandler())
+
+    assert stats.received == 0
+    assert {"event": "queue_empty_burst_done", "log_level": "info"} in logs
+
+
+class FailingLateReceiveSource(InMemorySource):
+    """A receive under way at stop that fails when its answer arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receiving = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def receive(self, max_messages: int, wait_seconds: int) -> Sequence[ReceivedMessage]:
+        self.receiving.set()
+        await self.answer.wait()
+        raise SourceError("SQS ReceiveMessage failed: connection reset")
+
+
+async def test_a_receive_that_fails_while_the_worker_stops_does_not_fail_the_run() -> None:
+    source = FailingLateReceiveSource()
+    runner = Runner(source, ScriptedHandler(), config(burst=False, receive_grace=15.0))
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await source.receiving.wait()
+
+    stop.set()
+    source.answer.set()
+    stats = await asyncio.wait_for(running, timeout=20)
+
+    assert stats.received == 0
 
 
 class HeldDeleteSource(InMemorySource):
