@@ -12,8 +12,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from support.local_http import serve_locally
 
 GENERATION = {"generated_text": "safe"}
+MODEL_ROUTES = ("/generate", "/v1/completions", "/endpoints/{name}/invocations")
 
 
 @dataclass
@@ -50,16 +52,6 @@ class StubEndpoint:
 async def run_stub_endpoint() -> AsyncIterator[StubEndpoint]:
     """Serve a ``StubEndpoint`` on a free local port until the block exits."""
     stub = StubEndpoint()
-    app = web.Application()
-    app.router.add_post("/generate", stub.handle)
-    app.router.add_post("/v1/completions", stub.handle)
-    app.router.add_post("/endpoints/{name}/invocations", stub.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        stub.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serve_locally(dict.fromkeys(MODEL_ROUTES, stub.handle)) as url:
+        stub.url = url
         yield stub
-    finally:
-        await runner.cleanup()

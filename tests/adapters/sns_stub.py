@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
 from aiohttp import web
+from support.local_http import serve_locally
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,6 @@ class SnsStub:
 async def run_sns_stub() -> AsyncIterator[SnsStub]:
     """Serve an ``SnsStub`` on a free local port until the block exits."""
     stub = SnsStub()
-    app = web.Application()
-    app.router.add_post("/", stub.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        stub.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serve_locally({"/": stub.handle}) as url:
+        stub.url = url
         yield stub
-    finally:
-        await runner.cleanup()

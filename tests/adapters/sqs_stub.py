@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from support.local_http import serve_locally
 
 # The JSON protocol's action header: "AmazonSQS.ReceiveMessage".
 _TARGET_PREFIX = "AmazonSQS."
@@ -36,14 +37,6 @@ class SqsStub:
 async def run_sqs_stub() -> AsyncIterator[SqsStub]:
     """Serve an ``SqsStub`` on a free local port until the block exits."""
     stub = SqsStub()
-    app = web.Application()
-    app.router.add_post("/", stub.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        stub.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serve_locally({"/": stub.handle}) as url:
+        stub.url = url
         yield stub
-    finally:
-        await runner.cleanup()
