@@ -14,6 +14,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 from support.builders import AWS_TRACE_HEADER, TRACEPARENT
+from support.classifiers import InFront
 from support.conditions import wait_until
 
 from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
@@ -126,26 +127,18 @@ async def test_messages_are_counted_as_handled_until_their_outcome(
     assert moderator.handling == 0  # whatever the outcome, a handled message is no longer counted
 
 
-class GatedClassifier:
+class GatedClassifier(InFront):
     """The real TGI adapter behind a gate: every call waits at it until ``opened`` is set."""
 
     def __init__(self, inner: TgiClassifier) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.opened = asyncio.Event()
         self.waiting = 0
-
-    @property
-    def backend(self) -> str:
-        return self._inner.backend
-
-    @property
-    def endpoint(self) -> str:
-        return self._inner.endpoint
 
     async def classify(self, prompt: str) -> Completion:
         self.waiting += 1
         await self.opened.wait()
-        return await self._inner.classify(prompt)
+        return await super().classify(prompt)
 
 
 async def test_two_messages_handled_at_once_are_counted_as_two(

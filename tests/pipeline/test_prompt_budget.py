@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 from support.builders import MOMENT
+from support.classifiers import InFront
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from devstack.emulator.tgi import count_prompt_tokens
@@ -105,24 +106,16 @@ TOKEN_FORMAT = PromptFormat.LLAMA_GUARD_2
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank. "
 
 
-class RecordingClassifier:
+class RecordingClassifier(InFront):
     """The real TGI adapter, keeping every prompt it is asked to send, in order."""
 
     def __init__(self, inner: TgiClassifier) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.prompts: list[str] = []
-
-    @property
-    def backend(self) -> str:
-        return self._inner.backend
-
-    @property
-    def endpoint(self) -> str:
-        return self._inner.endpoint
 
     async def classify(self, prompt: str) -> Completion:
         self.prompts.append(prompt)
-        return await self._inner.classify(prompt)
+        return await super().classify(prompt)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
+from support.classifiers import InFront
 from support.conditions import wait_until
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
@@ -52,24 +53,16 @@ def guard_for(
     return EndpointGuard(classifier, GuardPolicy(**policy), PROMPT)  # type: ignore[arg-type]
 
 
-class CallStarts:
+class CallStarts(InFront):
     """A classifier in front of another, noting the event loop's time as each call starts."""
 
     def __init__(self, inner: Classifier) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.started: list[float] = []
-
-    @property
-    def backend(self) -> str:
-        return self._inner.backend
-
-    @property
-    def endpoint(self) -> str:
-        return self._inner.endpoint
 
     async def classify(self, prompt: str) -> Completion:
         self.started.append(asyncio.get_running_loop().time())
-        return await self._inner.classify(prompt)
+        return await super().classify(prompt)
 
 
 async def test_an_open_circuit_fails_calls_without_reaching_the_endpoint(
