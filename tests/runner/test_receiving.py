@@ -12,7 +12,7 @@ from test_runner import ScriptedHandler, config
 from devstack.fakes import InMemorySource
 from worker.pipeline import Outcome, RetryLater
 from worker.ports import ReceivedMessage
-from worker.runner import MAX_RECEIVES, RECEIVE_BATCH, Runner
+from worker.runner import MAX_RECEIVES, RECEIVE_BATCH, Runner, RunStats
 
 
 class SlowRoundTripSource(InMemorySource):
@@ -55,17 +55,24 @@ async def never_done(message: ReceivedMessage) -> Outcome:
     return RetryLater("unreachable")
 
 
-async def test_a_busy_queue_gets_several_receives_outstanding_at_once() -> None:
+def holding_every_message(
+    *, max_in_flight: int
+) -> tuple[SlowRoundTripSource, Runner, asyncio.Event, asyncio.Task[RunStats]]:
+    """A running runner on a busy queue of 200, whose handler holds every message it starts."""
     source = SlowRoundTripSource()
     for index in range(200):
         source.send(f"m{index}")
     runner = Runner(
         source,
         ScriptedHandler(never_done),
-        config(burst=False, max_in_flight=100, drain_timeout=0),  # held messages: no drain wait
+        config(burst=False, max_in_flight=max_in_flight, drain_timeout=0),  # no drain wait
     )
     stop = asyncio.Event()
-    running = asyncio.create_task(runner.run(stop))
+    return source, runner, stop, asyncio.create_task(runner.run(stop))
+
+
+async def test_a_busy_queue_gets_several_receives_outstanding_at_once() -> None:
+    source, _runner, stop, running = holding_every_message(max_in_flight=100)
     await wait_until(lambda: source.outstanding == 1)
     source.allow(1)  # the first receive comes back full: the queue is busy
     await wait_until(lambda: source.outstanding == MAX_RECEIVES)
@@ -114,16 +121,7 @@ async def test_receives_never_ask_for_more_than_the_free_room() -> None:
 async def test_what_receives_in_transit_asked_for_is_not_asked_for_again() -> None:
     """25 slots: ten held, ten asked for by a receive in transit, so the loop's next turns ask
     for nothing more until that receive answers, and then for the last five."""
-    source = SlowRoundTripSource()
-    for index in range(200):
-        source.send(f"m{index}")
-    runner = Runner(
-        source,
-        ScriptedHandler(never_done),
-        config(burst=False, max_in_flight=25, drain_timeout=0),  # held messages: no drain wait
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(runner.run(stop))
+    source, runner, stop, running = holding_every_message(max_in_flight=25)
     await wait_until(lambda: source.outstanding == 1)
     source.allow(1)  # a full batch: the queue is busy, more than one receive may be out
     await wait_until(lambda: len(runner.held()) == 10 and source.outstanding == 1)
