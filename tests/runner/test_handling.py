@@ -200,3 +200,34 @@ async def test_a_receive_for_less_than_a_batch_waits_for_an_idle_slot() -> None:
     await asyncio.wait_for(running, timeout=20)
 
     assert source.asked == [5]
+
+
+class StopOnceHolding(FixedGate):
+    """Sets ``stop`` the first time the runner asks for room while it holds a message: after
+    the message's group was started, before that group's first step has run."""
+
+    def __init__(self, runner_holds: Callable[[], bool], stop: asyncio.Event) -> None:
+        super().__init__(10)
+        self._runner_holds = runner_holds
+        self._stop = stop
+
+    def receive_capacity(self) -> int:
+        if self._runner_holds():
+            self._stop.set()
+        return self.capacity
+
+
+async def test_a_message_started_just_before_the_stop_is_moderated_not_released() -> None:
+    source = InMemorySource()
+    message_id = source.send("m0")
+    handler = ScriptedHandler()
+    stop = asyncio.Event()
+    runner: Runner
+    gate = StopOnceHolding(lambda: bool(runner.held()), stop)
+    runner = Runner(source, handler, RunnerConfig(wait_seconds=0, burst=False), gate=gate)
+
+    stats = await asyncio.wait_for(runner.run(stop), timeout=20)
+
+    assert handler.handled == ["m0"]
+    assert (stats.acked, stats.released_on_shutdown) == (1, 0)
+    assert source.is_deleted(message_id)
