@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 from support.conditions import wait_until
-from test_runner import ScriptedHandler, config
+from test_runner import ScriptedHandler, ack, config
 
 from devstack.emulator import RunningEmulator
 from devstack.fakes import InMemorySource
@@ -22,6 +22,7 @@ from worker.core.errors import EndpointUnavailable
 from worker.core.models import Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
+from worker.pipeline import Outcome
 from worker.ports import ReceivedMessage
 from worker.runner import Runner
 
@@ -201,3 +202,49 @@ async def test_stop_ends_an_open_circuit_probe_hanging_on_the_endpoint(
     await wait_until(lambda: emulator.stats.by_outcome["cancelled"] == 1)
     assert emulator.stats.by_outcome["safe"] == 0
     assert any(e["event"] == "circuit_probe_abandoned_on_stop" for e in logs)
+
+
+class HeldExtensionSource(InMemorySource):
+    """Visibility extensions start, then wait until ``land`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(visibility_timeout=1)
+        self.extending = asyncio.Event()
+        self.land = asyncio.Event()
+
+    async def change_visibility(
+        self, changes: Sequence[tuple[ReceivedMessage, int]]
+    ) -> Sequence[ReceivedMessage]:
+        self.extending.set()
+        await self.land.wait()
+        return await super().change_visibility(changes)
+
+
+async def test_the_run_ends_only_once_a_delete_waiting_for_an_extension_is_done() -> None:
+    """The drain gives up on the message's task, not on its settling: the delete that waits
+    for an extension still in flight happens before ``run`` returns."""
+    source = HeldExtensionSource()
+    message_id = source.send("m0")
+
+    async def acked_during_an_extension(message: ReceivedMessage) -> Outcome:
+        await source.extending.wait()  # the heartbeat's extension is under way (and held)
+        return await ack(message)
+
+    runner = Runner(
+        source,
+        ScriptedHandler(acked_during_an_extension),
+        config(burst=False, visibility_timeout=1, drain_timeout=0.05),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await source.extending.wait()
+    stop.set()
+    # A window for a run that would end without its delete (a lower bound: load cannot make
+    # the run end early, only hide that it would).
+    await asyncio.sleep(0.5)
+    assert not running.done()
+    assert not source.is_deleted(message_id)
+
+    source.land.set()
+    await asyncio.wait_for(running, timeout=20)
+    assert source.is_deleted(message_id)
