@@ -36,7 +36,7 @@ from worker.core.errors import (
     EndpointThrottled,
 )
 from worker.core.models import Completion
-from worker.ports import Classifier
+from worker.ports import Classifier, ClassifierInFront
 from worker.shutdown import sleep_unless_stopped, unless_stopped
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,7 @@ class CircuitBreaker:
             log.error("circuit_opened", consecutive_failures=self._failures)
 
 
-class EndpointGuard:
+class EndpointGuard(ClassifierInFront):
     """A classifier that applies the circuit breaker and the adaptive limit to another one.
 
     The runner asks it for ``receive_capacity()`` and waits on ``wait_until_ready()`` before each
@@ -96,19 +96,11 @@ class EndpointGuard:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._policy = policy
         self._probe_prompt = probe_prompt
         self.limit = AdaptiveLimit(policy.max_in_flight, policy.limit, clock=clock)
         self.circuit = CircuitBreaker(policy, clock=clock)
-
-    @property
-    def backend(self) -> str:
-        return self._inner.backend
-
-    @property
-    def endpoint(self) -> str:
-        return self._inner.endpoint
 
     async def classify(self, prompt: str) -> Completion:
         if self.circuit.is_open:

@@ -13,7 +13,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from worker.pipeline import Ack, DeadLetter, Outcome, RetryLater
-from worker.ports import Classifier, Completion, Publication, ReceivedMessage, VerdictSink
+from worker.ports import (
+    Classifier,
+    ClassifierInFront,
+    Completion,
+    Publication,
+    ReceivedMessage,
+    VerdictSink,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -81,30 +88,22 @@ class _TracedHandler:
             return outcome
 
 
-class _TracedClassifier:
+class _TracedClassifier(ClassifierInFront):
     def __init__(self, tracer: Tracer, classifier: Classifier) -> None:
+        super().__init__(classifier)
         self._tracer = tracer
-        self._classifier = classifier
-
-    @property
-    def backend(self) -> str:
-        return self._classifier.backend
-
-    @property
-    def endpoint(self) -> str:
-        return self._classifier.endpoint
 
     async def classify(self, prompt: str) -> Completion:
         with self._tracer.start_as_current_span(
             "model call",
             kind=SpanKind.CLIENT,
             attributes={
-                "moderation.backend": self._classifier.backend,
-                "moderation.endpoint": self._classifier.endpoint,
+                "moderation.backend": self.backend,
+                "moderation.endpoint": self.endpoint,
                 "moderation.prompt_chars": len(prompt),
             },
         ):
-            return await self._classifier.classify(prompt)
+            return await self._inner.classify(prompt)
 
 
 class _TracedSink:

@@ -15,6 +15,7 @@ from worker.core.verdict import SnsMessage, Verdict
 
 __all__ = [
     "Classifier",
+    "ClassifierInFront",
     "Completion",
     "MessageSource",
     "Publication",
@@ -100,6 +101,26 @@ class Classifier(Protocol):
     async def classify(self, prompt: str) -> Completion:
         """Send one prompt; raises a ``ClassifierError`` subclass on failure."""
         ...
+
+
+class ClassifierInFront:
+    """A classifier in front of another one (retries, the endpoint guard, tracing): it reports
+    the inner one's backend and endpoint and passes each call on; a subclass overrides
+    ``classify`` to add its part."""
+
+    def __init__(self, inner: Classifier) -> None:
+        self._inner = inner
+
+    @property
+    def backend(self) -> str:
+        return self._inner.backend
+
+    @property
+    def endpoint(self) -> str:
+        return self._inner.endpoint
+
+    async def classify(self, prompt: str) -> Completion:
+        return await self._inner.classify(prompt)
 
 
 class VerdictSink(Protocol):

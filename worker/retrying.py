@@ -26,7 +26,7 @@ from tenacity import (
 
 from worker.core.errors import CircuitOpen, EndpointThrottled, TransientClassifierError
 from worker.core.models import Completion
-from worker.ports import Classifier
+from worker.ports import Classifier, ClassifierInFront
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +45,7 @@ class RetryPolicy:
     throttle_backoff: float = 0.01
 
 
-class RetryingClassifier:
+class RetryingClassifier(ClassifierInFront):
     """A classifier that retries transient failures of another one; the rest pass through.
 
     Only ``TransientClassifierError`` is retried here. An ``EndpointRejected`` (endpoint not
@@ -57,18 +57,10 @@ class RetryingClassifier:
     """
 
     def __init__(self, inner: Classifier, policy: RetryPolicy) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._policy = policy
         #: How many calls needed the retry machinery (their first attempt failed and was retryable).
         self.retry_loops = 0
-
-    @property
-    def backend(self) -> str:
-        return self._inner.backend
-
-    @property
-    def endpoint(self) -> str:
-        return self._inner.endpoint
 
     async def classify(self, prompt: str) -> Completion:
         started = time.monotonic()

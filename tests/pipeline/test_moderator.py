@@ -14,7 +14,6 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 from support.builders import AWS_TRACE_HEADER, TRACEPARENT
-from support.classifiers import InFront
 from support.conditions import wait_until
 
 from devstack.emulator import INVALID_MARKER, EmulatorConfig, RunningEmulator, run_emulator
@@ -25,7 +24,7 @@ from worker.core.prompt import DEFAULT_PARAMETERS
 from worker.core.taxonomy import PromptFormat, default_taxonomy, load_taxonomy_text
 from worker.core.verdict import Flag
 from worker.pipeline import Ack, DeadLetter, ModerationPolicy, Moderator, RetryLater
-from worker.ports import Publication, ReceivedMessage, TraceContext
+from worker.ports import ClassifierInFront, Publication, ReceivedMessage, TraceContext
 from worker.retrying import RetryingClassifier, RetryPolicy
 
 RECEIVED_AT = datetime(2026, 11, 26, 14, 0, 0, 120_000, tzinfo=UTC)
@@ -127,7 +126,7 @@ async def test_messages_are_counted_as_handled_until_their_outcome(
     assert moderator.handling == 0  # whatever the outcome, a handled message is no longer counted
 
 
-class GatedClassifier(InFront):
+class GatedClassifier(ClassifierInFront):
     """The real TGI adapter behind a gate: every call waits at it until ``opened`` is set."""
 
     def __init__(self, inner: TgiClassifier) -> None:

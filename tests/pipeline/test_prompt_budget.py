@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 from support.builders import MOMENT
-from support.classifiers import InFront
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from devstack.emulator.tgi import count_prompt_tokens
@@ -25,7 +24,7 @@ from worker.core.taxonomy import PromptFormat, default_taxonomy
 from worker.core.tokens import Llama3Tokenizer
 from worker.core.verdict import Flag
 from worker.pipeline import MAX_PROMPTS_PER_MESSAGE, Ack, DeadLetter, ModerationPolicy, Moderator
-from worker.ports import ReceivedMessage
+from worker.ports import ClassifierInFront, ReceivedMessage
 from worker.tokenizer import load_llama3_tokenizer
 
 FORMAT = PromptFormat.LLAMA_GUARD_1
@@ -106,7 +105,7 @@ TOKEN_FORMAT = PromptFormat.LLAMA_GUARD_2
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank. "
 
 
-class RecordingClassifier(InFront):
+class RecordingClassifier(ClassifierInFront):
     """The real TGI adapter, keeping every prompt it is asked to send, in order."""
 
     def __init__(self, inner: TgiClassifier) -> None:

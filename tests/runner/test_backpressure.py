@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
-from support.classifiers import InFront
 from support.conditions import wait_until
 
 from devstack.emulator import EmulatorConfig, RunningEmulator, run_emulator
@@ -26,7 +25,7 @@ from worker.core.models import Completion, Turn
 from worker.core.prompt import DEFAULT_PARAMETERS, render_prompt
 from worker.core.taxonomy import PromptFormat, default_taxonomy
 from worker.pipeline import ModerationPolicy, Moderator
-from worker.ports import Classifier, ReceivedMessage
+from worker.ports import Classifier, ClassifierInFront, ReceivedMessage
 from worker.retrying import RetryingClassifier, RetryPolicy
 from worker.runner import Runner, RunnerConfig
 
@@ -53,7 +52,7 @@ def guard_for(
     return EndpointGuard(classifier, GuardPolicy(**policy), PROMPT)  # type: ignore[arg-type]
 
 
-class CallStarts(InFront):
+class CallStarts(ClassifierInFront):
     """A classifier in front of another, noting the event loop's time as each call starts."""
 
     def __init__(self, inner: Classifier) -> None:
