@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import io
 import itertools
-import math
 import pstats
 import time
 from collections import Counter
@@ -382,11 +381,11 @@ class GoodputResult:
 
     model: str
     drain: Drain
-    oracle: Drain | None = None
+    oracle: Drain
 
     @property
     def goodput_per_second(self) -> float:
-        return steady_rate(self.drain.samples, total=self.drain.messages)
+        return goodput_of(self.drain)
 
     @property
     def goodput_share(self) -> float:
@@ -394,13 +393,11 @@ class GoodputResult:
 
     @property
     def oracle_goodput_per_second(self) -> float:
-        if self.oracle is None:
-            return math.nan
-        return steady_rate(self.oracle.samples, total=self.oracle.messages)
+        return goodput_of(self.oracle)
 
     @property
     def oracle_throttled_share(self) -> float:
-        return math.nan if self.oracle is None else throttled_share(self.oracle)
+        return throttled_share(self.oracle)
 
     @property
     def throttled_share(self) -> float:
@@ -425,6 +422,11 @@ class GoodputResult:
         admitted = _number(self.drain.endpoint.get("admitted"))
         waited = _number(self.drain.endpoint.get("queue_wait_seconds"))
         return 1000.0 * waited / admitted if admitted else 0.0
+
+
+def goodput_of(drain: Drain) -> float:
+    """Successful endpoint calls per second in the steady part of one drain."""
+    return steady_rate(drain.samples, total=drain.messages)
 
 
 def throttled_share(drain: Drain) -> float:
