@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
-from support.conditions import wait_until
+from support.conditions import next_poll_turn, wait_until
 from test_receiving import never_done
 from test_runner import ScriptedHandler, ack, run
 from test_unprotected_paths import FixedGate, RecordingSource
@@ -150,12 +150,6 @@ async def test_messages_waiting_in_a_fifo_group_keep_their_room_when_more_are_re
     assert max(source.asked[1:]) == 1  # the room left beside the four waiting behind a0
 
 
-async def next_turn(runner: Runner) -> None:
-    """Until the poll loop has begun another turn."""
-    turn = runner.last_poll
-    await wait_until(lambda: runner.last_poll > turn)
-
-
 class BusyGate(FixedGate):
     """Room for ``capacity`` messages, but no idle slot until ``idle`` is raised."""
 
@@ -190,8 +184,8 @@ async def test_a_receive_for_less_than_a_batch_waits_for_an_idle_slot() -> None:
     )
     stop = asyncio.Event()
     running = asyncio.create_task(runner.run(stop))
-    await next_turn(runner)
-    await next_turn(runner)  # two turns of the poll loop, and still nothing asked for
+    await next_poll_turn(runner)
+    await next_poll_turn(runner)  # two turns of the poll loop, and still nothing asked for
     assert source.asked == []
 
     gate.free_a_slot()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from support.conditions import wait_until
+from support.conditions import next_poll_turn, wait_until
 from test_runner import ScriptedHandler, config
 
 from devstack.fakes import InMemorySource
@@ -125,8 +125,7 @@ async def test_what_receives_in_transit_asked_for_is_not_asked_for_again() -> No
     await wait_until(lambda: source.outstanding == 1)
     source.allow(1)  # a full batch: the queue is busy, more than one receive may be out
     await wait_until(lambda: len(runner.held()) == 10 and source.outstanding == 1)
-    turn = runner.last_poll
-    await wait_until(lambda: runner.last_poll > turn)  # a later turn of the loop, same receive
+    await next_poll_turn(runner)  # a later turn of the loop, the same receive still out
     assert source.asked == [10, 10]
 
     source.allow(ALL)

@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from worker.runner import Runner
+
 # Only bounds a broken run; no test measures it.
 CONDITION_TIMEOUT = 20.0
 
@@ -17,3 +19,9 @@ async def wait_until(condition: Callable[[], bool], *, within: float = CONDITION
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(0.01)
+
+
+async def next_poll_turn(runner: Runner) -> None:
+    """Until the runner's poll loop has begun another turn."""
+    turn = runner.last_poll
+    await wait_until(lambda: runner.last_poll > turn)
